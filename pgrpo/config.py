@@ -1,0 +1,106 @@
+"""Typed configuration: one pydantic model per params.yaml section.
+
+Every field has its default and a comment-like description where it stands;
+unknown keys are an error that names the key, so a typo never passes silently.
+`cli_overrides` turns `--key value` pairs into a validated config (cleanrl style).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicyConfig(Section):
+    """P-GRPO / GRPO policy training (params.yaml section `policy`)."""
+
+    # what to train, on what
+    model: str = Field("smollm2-135m-instruct", description="built-in name, local folder or hub id")
+    prompts: str = Field("builtin", description="'builtin' or a .jsonl/.csv/.parquet prompt table")
+    reward: str = Field("length", description="built-in rule reward name (see pgrpo.rewards)")
+    system_prompt: str | None = Field(None, description="system message; None keeps the chat template's")
+    # the advantage estimator
+    advantage: Literal["pgrpo", "grpo"] = Field("pgrpo", description="registered estimator name")
+    scale: Literal["group", "batch", "none"] = Field("group", description="GRPO std scaling")
+    min_count: int = Field(2, ge=2, description="P-GRPO: GRPO fallback until a group has this many rewards")
+    half_life: float | None = Field(None, gt=0, description="P-GRPO history decay, in steps; None = all history")
+    adv_eps: float = Field(1e-4, ge=0, description="added to the std (as TRL)")
+    # rollouts
+    steps: int = Field(20, ge=1, description="optimizer rounds; each samples a fresh batch")
+    prompts_per_step: int = Field(4, ge=1, description="prompts per step per process")
+    num_generations: int = Field(8, ge=1, description="G: completions sampled per prompt")
+    max_new_tokens: int = Field(48, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    nan_rewards: Literal["error", "drop"] = Field("error", description="drop: discard NaN-reward samples")
+    # the loss
+    loss_agg: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = Field("grpo")
+    eps_low: float = Field(0.2, ge=0, lt=1, description="lower clip range of the ratio")
+    eps_high: float = Field(0.2, ge=0, description="upper clip range (DAPO suggests 0.28)")
+    beta: float = Field(0.0, ge=0, description="k3 KL weight; 0 loads no reference model")
+    num_iterations: int = Field(1, ge=1, description="optimizer passes over each rollout batch")
+    # optimization
+    lr: float = Field(1e-5, gt=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant")
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward (grad accumulation)")
+    lora_r: int = Field(0, ge=0, description="LoRA rank; 0 trains all weights")
+    lora_alpha: int = Field(16, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    # bookkeeping
+    seed: int = Field(0)
+    checkpoint_every: int = Field(10, ge=1, description="steps between checkpoints (and at the end)")
+    keep_checkpoints: int = Field(2, ge=1)
+    resume: bool = Field(True, description="continue from the last checkpoint in the output folder")
+
+    @model_validator(mode="after")
+    def _check(self) -> PolicyConfig:
+        if self.warmup_steps >= self.steps * self.num_iterations:
+            raise ValueError(f"warmup_steps={self.warmup_steps} must be < total optimizer steps")
+        return self
+
+
+def read_params(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    with path.open(encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_section(path: str | Path, name: str, schema: type[Section],
+                 overrides: dict[str, Any] | None = None) -> Section:
+    """Validate section `name` of a params file (plus overrides) as `schema`."""
+    data = read_params(path).get(name) or {}
+    try:
+        return schema(**{**data, **(overrides or {})})
+    except ValidationError as e:
+        raise ValueError(f"{path}, section '{name}':\n{e}") from None
+
+
+def add_config_args(parser: argparse.ArgumentParser, model: type[Section]) -> None:
+    """Add one `--<field> VALUE` option per config field (help from its description).
+
+    Values are read as YAML scalars (1e-5, true, null) and validated by pydantic.
+    """
+    for name, field in model.model_fields.items():
+        parser.add_argument(
+            f"--{name}", type=yaml.safe_load, default=argparse.SUPPRESS,
+            help=f"{field.description or ''} (default: {field.default!r})",
+        )
+
+
+def config_overrides(args: argparse.Namespace, model: type[Section]) -> dict[str, Any]:
+    """The config fields given on the command line."""
+    return {k: v for k, v in vars(args).items() if k in model.model_fields}

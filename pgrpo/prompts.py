@@ -1,0 +1,113 @@
+"""Training prompts, each carrying its preference group and metadata.
+
+A prompt table has columns `prompt` and `group` (a label, any string or int),
+plus any metadata columns the reward function reads. Sources:
+    builtin             the embedded length-preference task below (no files)
+    <file>.jsonl/.csv/.parquet   a table written by the prepare stage or by hand
+
+The builtin task: users ask for music recommendations and say how long they like
+answers; the rule reward (`pgrpo.rewards.length_preference_reward`) scores how
+close a completion's word count is to the user's preferred length. The majority
+group wants what a chat model produces unprompted (a few sentences), minorities
+want something it rarely produces (one line, or a handful of words).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+# group -> (share of users, preferred number of words, how users phrase it)
+BUILTIN_GROUPS: dict[str, tuple[float, int, list[str]]] = {
+    "detailed": (0.6, 40, ["I like a few sentences explaining why.", "Tell me a bit about it."]),
+    "brief": (0.25, 12, ["Keep it to one short sentence.", "One line is enough for me."]),
+    "terse": (0.15, 3, ["Just the title, nothing else.", "Only name it, no explanation."]),
+}
+SITUATIONS = [
+    "a rainy Sunday morning", "a long road trip", "studying late at night", "a summer barbecue",
+    "a quiet dinner", "running in the park", "cooking with friends", "a sad evening",
+    "cleaning the house", "a winter walk", "getting ready for a party", "falling asleep",
+]
+GENRES = ["jazz", "rock", "classical", "hip hop", "folk", "electronic", "soul", "country"]
+
+
+@dataclass
+class PromptSet:
+    prompts: list[str]
+    group_ids: torch.Tensor  # int64 [N], index into group_names
+    group_names: list[str]
+    metadata: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def subset(self, idx: list[int]) -> PromptSet:
+        return PromptSet(
+            [self.prompts[i] for i in idx],
+            self.group_ids[idx],
+            self.group_names,
+            [self.metadata[i] for i in idx],
+        )
+
+
+def builtin_prompts(n: int = 240, seed: int = 0) -> PromptSet:
+    """The embedded length-preference task (see module docstring), seeded."""
+    rng = random.Random(seed)
+    names = list(BUILTIN_GROUPS)
+    shares = [BUILTIN_GROUPS[g][0] for g in names]
+    rows = []
+    for _ in range(n):
+        group = rng.choices(names, weights=shares)[0]
+        _, words, phrasings = BUILTIN_GROUPS[group]
+        text = (
+            f"I mostly listen to {rng.choice(GENRES)}. Recommend a song for "
+            f"{rng.choice(SITUATIONS)}. {rng.choice(phrasings)}"
+        )
+        rows.append({"prompt": text, "group": group, "target_words": words})
+    return from_records(rows, group_order=names)
+
+
+def from_records(rows: list[dict], group_order: list[str] | None = None) -> PromptSet:
+    """Build a PromptSet from dict rows with `prompt`, `group` and metadata keys."""
+    for i, row in enumerate(rows):
+        for key in ("prompt", "group"):
+            if key not in row or row[key] is None or str(row[key]).strip() == "":
+                raise ValueError(f"prompt row {i}: missing or empty {key!r} ({row!r:.200})")
+    labels = [str(r["group"]) for r in rows]
+    names = list(group_order) if group_order else sorted(set(labels))
+    unknown = sorted(set(labels) - set(names))
+    if unknown:
+        raise ValueError(f"groups {unknown} are not in the given group order {names}")
+    index = {g: i for i, g in enumerate(names)}
+    return PromptSet(
+        prompts=[str(r["prompt"]) for r in rows],
+        group_ids=torch.tensor([index[g] for g in labels], dtype=torch.int64),
+        group_names=names,
+        metadata=[{k: v for k, v in r.items() if k not in ("prompt", "group")} for r in rows],
+    )
+
+
+def load_prompts(source: str, seed: int = 0) -> PromptSet:
+    """Load prompts from 'builtin' or a .jsonl / .csv / .parquet table."""
+    if source == "builtin":
+        return builtin_prompts(seed=seed)
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"prompt file {path} does not exist")
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    elif path.suffix in (".csv", ".parquet"):
+        import pandas as pd
+
+        df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        rows = df.to_dict("records")
+    else:
+        raise ValueError(f"prompt file {path}: expected .jsonl, .csv or .parquet")
+    if not rows:
+        raise ValueError(f"prompt file {path} has no rows")
+    return from_records(rows)

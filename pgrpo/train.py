@@ -1,0 +1,41 @@
+"""Command line for the train_policy stage.
+
+    python -m pgrpo.train                                # params.yaml, section `policy`
+    python -m pgrpo.train --advantage grpo --steps 5     # any field of PolicyConfig
+    python -m pgrpo.train --model tiny-random-llama --steps 3 --output_dir /tmp/run
+    accelerate launch -m pgrpo.train                     # multi-GPU, no code change
+
+Interrupted runs resume from the last checkpoint in the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pgrpo import paths
+from pgrpo.config import PolicyConfig, add_config_args, config_overrides, load_section
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="P-GRPO / GRPO policy training",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    parser.add_argument("--output_dir", default=None, help="run folder (default: models/policy/<advantage>)")
+    add_config_args(parser, PolicyConfig)
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_section(args.params, "policy", PolicyConfig, config_overrides(args, PolicyConfig))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from pgrpo.trainer import train_policy  # heavy imports after the arguments are checked
+
+    result = train_policy(cfg, args.output_dir or paths.policy_dir(cfg.advantage))
+    print(json.dumps({"model_dir": str(result.model_dir), "step": result.step}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
