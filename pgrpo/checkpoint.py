@@ -34,12 +34,17 @@ def checkpoint_root(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Finished checkpoints, oldest first (a `.tmp` folder is a write that died)."""
     root = checkpoint_root(output_dir)
     if not root.exists():
-        return None
-    done = sorted(p for p in root.iterdir() if p.name.startswith(PREFIX) and p.is_dir()
-                  and not p.name.endswith(".tmp"))
+        return []
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and p.name.startswith(PREFIX) and not p.name.endswith(".tmp"))
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    done = complete_checkpoints(output_dir)
     return done[-1] if done else None
 
 
@@ -82,7 +87,7 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for old in sorted(p for p in root.iterdir() if p.name.startswith(PREFIX))[:-keep]:
+    for old in complete_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old)
     return final
 

@@ -48,7 +48,7 @@ class PolicyConfig(Section):
     beta: float = Field(0.0, ge=0, description="k3 KL weight; 0 loads no reference model")
     num_iterations: int = Field(1, ge=1, description="optimizer passes over each rollout batch")
     # optimization
-    lr: float = Field(1e-5, gt=0)
+    lr: float = Field(3e-5, gt=0, description="AdamW learning rate")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant")
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)

@@ -47,6 +47,10 @@ def _atomic_dir(final: Path, build) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", suffix=".tmp", dir=final.parent))
     try:
         build(tmp)
+        missing = [f for f in ("config.json", "model.safetensors") if not (tmp / f).exists()]
+        if missing:
+            raise RuntimeError(f"building {final} wrote no {missing} (a save skipped on a non-main "
+                               "process? materialize models on the main process first)")
         if final.exists():  # another process finished first; keep its copy
             shutil.rmtree(tmp)
         else:

@@ -89,7 +89,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.prompts = prompts if prompts is not None else load_prompts(cfg.prompts, seed=cfg.seed)
         self.reward_fn = reward_fn if reward_fn is not None else get_reward_fn(cfg.reward)
-        model, self.tokenizer = load_policy(cfg.model)
+        with self.acc.main_process_first():  # one process converts a built-in model, once
+            model, self.tokenizer = load_policy(cfg.model)
         if cfg.lora_r:
             model = _wrap_lora(model, cfg)
         # A reference model only when the KL term is on; with LoRA the base
@@ -154,9 +155,9 @@ class Trainer:
         n_local = rewards.numel()
         prompt_ids = (acc.process_index * len(batch) + torch.arange(len(batch))).repeat_interleave(g)
         local_groups = batch.group_ids.repeat_interleave(g)
+        t0 = time.perf_counter()  # the advantage step, gather included
         all_r, all_q, all_p = (acc.gather(t.to(acc.device)).cpu()
                                for t in (rewards, prompt_ids, local_groups))
-        t0 = time.perf_counter()
         finite = torch.isfinite(all_r)
         if self.cfg.nan_rewards == "error":
             check_finite(all_r, ("prompt_ids", all_q), ("group_ids", all_p))

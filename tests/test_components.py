@@ -1,0 +1,90 @@
+"""Config, prompts, rule reward, tiny model and checkpoint files."""
+
+import json
+
+import pytest
+import torch
+
+from pgrpo.advantages import GroupRewardStats
+from pgrpo.checkpoint import latest_checkpoint, save_checkpoint
+from pgrpo.config import PolicyConfig, load_section
+from pgrpo.models import build_tiny_model, resolve_model
+from pgrpo.prompts import BUILTIN_GROUPS, builtin_prompts, load_prompts
+from pgrpo.rewards import count_words, get_reward_fn, length_preference_reward
+
+
+def test_unknown_params_key_is_an_error_naming_it(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("policy:\n  steps: 3\n  learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_section(p, "policy", PolicyConfig)
+    p.write_text("policy:\n  steps: 0\n")
+    with pytest.raises(ValueError, match="steps"):
+        load_section(p, "policy", PolicyConfig)
+    p.write_text("policy:\n  steps: 7\n")
+    assert load_section(p, "policy", PolicyConfig, {"lr": 1e-4}).steps == 7
+
+
+def test_params_yaml_in_repo_is_valid():
+    from tests.conftest import REPO
+
+    cfg = load_section(REPO / "params.yaml", "policy", PolicyConfig)
+    assert cfg.advantage == "pgrpo"
+
+
+def test_builtin_prompts_are_seeded_with_a_majority_and_minorities():
+    a, b = builtin_prompts(300, seed=1), builtin_prompts(300, seed=1)
+    assert a.prompts == b.prompts and torch.equal(a.group_ids, b.group_ids)
+    shares = torch.bincount(a.group_ids, minlength=len(a.group_names)).float() / len(a)
+    for name, share in zip(a.group_names, shares):
+        assert abs(share - BUILTIN_GROUPS[name][0]) < 0.08
+    assert all("target_words" in m for m in a.metadata)
+
+
+def test_prompt_tables_load_and_bad_rows_are_named(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "x", "group": "a", "target_words": 3}\n{"prompt": "y", "group": "b"}\n')
+    ps = load_prompts(str(f))
+    assert ps.group_names == ["a", "b"] and ps.metadata[0] == {"target_words": 3}
+    f.write_text('{"prompt": "x", "group": "a"}\n{"prompt": " ", "group": "b"}\n')
+    with pytest.raises(ValueError, match=r"prompt row 1: missing or empty 'prompt'"):
+        load_prompts(str(f))
+    (tmp_path / "p.txt").write_text("x")
+    with pytest.raises(ValueError, match="expected .jsonl"):
+        load_prompts(str(tmp_path / "p.txt"))
+
+
+def test_length_reward_by_hand():
+    meta = [{"target_words": 4}] * 4
+    r = length_preference_reward([""] * 4, ["one two three four", "one two", "", "a b c d e f g h"],
+                                 torch.zeros(4, dtype=torch.int64), meta)
+    assert r.tolist() == [1.0, 0.5, 0.0, 0.5]
+    assert count_words("Don't stop—it's rock-n-roll!") == 4
+    assert get_reward_fn("length") is length_preference_reward
+    with pytest.raises(ValueError, match="unknown reward 'nope'"):
+        get_reward_fn("nope")
+
+
+def test_tiny_model_and_tokenizer_round_trip():
+    model, tok = build_tiny_model()
+    text = "Hello, wörld! 🎵"
+    assert tok.decode(tok(text)["input_ids"]) == text
+    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert model.config.vocab_size == len(tok)
+    assert resolve_model("some/hub-id") == "some/hub-id"
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    model, _ = build_tiny_model()
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    stats = GroupRewardStats()
+    (tmp_path / "checkpoints" / "step_000009.tmp").mkdir(parents=True)  # a write that died
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, model, opt, sched, stats, {"note": "x"}, keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if not p.name.endswith(".tmp"))
+    assert names == ["step_000002", "step_000003"]
+    assert latest_checkpoint(tmp_path).name == "step_000003"
+    assert json.loads((latest_checkpoint(tmp_path) / "trainer_state.json").read_text())["step"] == 3
