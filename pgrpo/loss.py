@@ -104,10 +104,14 @@ def policy_loss(
     if beta > 0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp (log-probs under the frozen reference)")
     adv = advantages.to(logp.dtype).unsqueeze(-1)
-    ratio = torch.exp(logp - old_logp)
+    # Masked positions (padding after EOS) get log-ratio 0 before the exp: their
+    # values are arbitrary, and an overflow there would turn the gradient into
+    # NaN even though the mask zeroes their loss (inf * 0).
+    valid = mask.bool()
+    ratio = torch.exp((logp - old_logp).masked_fill(~valid, 0.0))
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
     per_token = -torch.min(ratio * adv, clipped * adv)
-    kl = kl_k3(logp, ref_logp) if ref_logp is not None else None
+    kl = kl_k3(logp, torch.where(valid, ref_logp, logp)) if ref_logp is not None else None
     if kl is not None and beta > 0:
         per_token = per_token + beta * kl
     loss = aggregate(
