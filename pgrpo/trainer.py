@@ -79,6 +79,19 @@ def _wrap_lora(model, cfg: PolicyConfig):
     return get_peft_model(model, lora)
 
 
+# Fields a resumed run may change: how long it runs and how it checkpoints.
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "resume"}
+
+
+def _check_same_run(saved: dict, cfg: PolicyConfig, ckpt: Path) -> None:
+    current = cfg.model_dump()
+    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if changed:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+        raise ValueError(f"{ckpt} was trained with a different config ({details}); use another "
+                         "output folder, or resume=false to start over in this one")
+
+
 class Trainer:
     """Holds the run's state; `train()` runs the steps. See module docstring."""
 
@@ -112,10 +125,17 @@ class Trainer:
         self.advantage_fn = get_advantage_fn(cfg.advantage)
         self.adv_cfg = AdvantageConfig(scale=cfg.scale, eps=cfg.adv_eps, min_count=cfg.min_count)
         self.step = 0
-        ckpt = latest_checkpoint(self.output_dir) if cfg.resume else None
+        ckpt = latest_checkpoint(self.output_dir)
+        if ckpt is not None and not cfg.resume:
+            self.acc.print(f"resume=false: discarding the checkpoints in {ckpt.parent}")
+            if self.acc.is_main_process:
+                shutil.rmtree(ckpt.parent)
+            self.acc.wait_for_everyone()
+            ckpt = None
         if ckpt is not None:
             state = load_checkpoint(ckpt, self.acc.unwrap_model(self.model), self.optimizer,
                                     self.scheduler, self.stats)
+            _check_same_run(state.get("config", {}), cfg, ckpt)
             self.step = state["step"]
             self.acc.print(f"resumed from {ckpt} (step {self.step})")
         jsonl = JsonlLogger(self.output_dir / "metrics.jsonl",

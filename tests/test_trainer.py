@@ -114,3 +114,12 @@ def test_nan_rewards_stop_the_run_with_a_clear_error_or_are_dropped(tmp_path, ti
 def test_reward_function_returning_wrong_length_is_named(tmp_path, tiny_cfg):
     with pytest.raises(ValueError, match="returned 1 rewards for 8 completions"):
         train_policy(tiny_cfg(steps=1), tmp_path, reward_fn=lambda *a: torch.zeros(1))
+
+
+def test_resume_refuses_a_changed_config_and_resume_false_starts_over(tmp_path, tiny_cfg):
+    Trainer(tiny_cfg(steps=3), tmp_path).train(stop_after_steps=2)
+    with pytest.raises(ValueError, match=r"different config \(lr: 0.001 -> 0.002\)"):
+        Trainer(tiny_cfg(steps=3, lr=2e-3), tmp_path)
+    assert Trainer(tiny_cfg(steps=5), tmp_path).step == 2  # running longer is fine
+    fresh = Trainer(tiny_cfg(steps=3, lr=2e-3, resume=False), tmp_path)
+    assert fresh.step == 0 and latest_checkpoint(tmp_path) is None

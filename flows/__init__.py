@@ -1,0 +1,1 @@
+"""Prefect flows and deployments chaining the tasks in tasks/ (the pipeline issue)."""
