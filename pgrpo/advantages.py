@@ -99,7 +99,13 @@ def grpo_advantages(
         adv = centred
     else:
         raise ValueError(f"scale must be 'group', 'batch' or 'none', got {scale!r}")
-    adv = torch.where(n[inverse] > 1, adv, torch.zeros_like(adv))
+    # No contrast, no advantage: a lone completion, or a prompt whose rewards are
+    # all equal (exactly 0, not rounding residue of the mean, and not 0/0 at eps=0).
+    v = rewards.to(torch.float64)
+    lo = torch.full_like(n, math.inf).scatter_reduce(0, inverse, v, "amin")
+    hi = torch.full_like(n, -math.inf).scatter_reduce(0, inverse, v, "amax")
+    has_contrast = (n > 1) & (hi > lo)
+    adv = torch.where(has_contrast[inverse], adv, torch.zeros_like(adv))
     return adv.to(rewards.dtype)
 
 
@@ -165,7 +171,12 @@ class GroupRewardStats:
         self._merge_moments(uniq, n_b, mean_b, m2_b)
 
     def merge(self, other: GroupRewardStats) -> GroupRewardStats:
-        """Combine `other` (a tracker of a disjoint stream) into this one, in place."""
+        """Combine `other` (a tracker of a disjoint stream) into this one, in place.
+
+        Exact without decay. With `half_life`, both trackers must have decayed over
+        the same updates (processes fed in parallel, step by step): merge adds the
+        moments as they stand and applies no further decay.
+        """
         if other.half_life != self.half_life:
             raise ValueError(f"cannot merge trackers with half_life {self.half_life} and {other.half_life}")
         if len(other.ids):
@@ -286,9 +297,11 @@ def get_advantage_fn(name: str) -> AdvantageFn:
 @register_advantage("grpo")
 def _grpo(rewards, prompt_ids, group_ids, stats, cfg: AdvantageConfig) -> Tensor:
     # The group statistics are still tracked, so GRPO runs log the same per-group
-    # mu/sigma as P-GRPO runs and the two can be compared side by side.
+    # mu/sigma as P-GRPO runs and the two can be compared side by side. Advantages
+    # first: bad input raises before the statistics change.
+    adv = grpo_advantages(rewards, prompt_ids, cfg.scale, cfg.eps)
     stats.update(rewards, group_ids)
-    return grpo_advantages(rewards, prompt_ids, cfg.scale, cfg.eps)
+    return adv
 
 
 @register_advantage("pgrpo")

@@ -99,6 +99,8 @@ def policy_loss(
             f"logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)} and mask "
             f"{tuple(mask.shape)} must have the same [B, T] shape"
         )
+    if ref_logp is not None and ref_logp.shape != logp.shape:
+        raise ValueError(f"ref_logp {tuple(ref_logp.shape)} must have logp's shape {tuple(logp.shape)}")
     if advantages.shape != logp.shape[:1]:
         raise ValueError(f"advantages must be [B]={logp.shape[0]}, got {tuple(advantages.shape)}")
     if beta > 0 and ref_logp is None:

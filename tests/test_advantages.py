@@ -1,254 +1,339 @@
-"""Advantage estimators against independent numpy re-derivations and known cases."""
+"""Advantage estimators against numpy loop references (np.mean, np.std(ddof=1)) and hand
+cases; no expected value comes from another function of pgrpo.advantages."""
 
 import io
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from pgrpo.advantages import (
-    AdvantageConfig,
-    GroupRewardStats,
-    get_advantage_fn,
-    grpo_advantages,
-    pgrpo_advantages,
-)
+from pgrpo.advantages import (AdvantageConfig, GroupRewardStats, get_advantage_fn,
+                              grpo_advantages, pgrpo_advantages)
 
 
-def _t(x, dtype=torch.float64):
+def _f(x, dtype=torch.float64):
     return torch.tensor(x, dtype=dtype)
 
 
-def np_grpo(r, q, scale, eps=1e-4):
-    """Loop-by-loop GRPO reference."""
+def _i(x):
+    return torch.tensor(np.array(x), dtype=torch.int64)  # np.array copies (no negative strides)
+
+
+def np_grpo(r, q, scale="group", eps=1e-4):
+    """Loop-by-loop GRPO reference: centre per prompt, scale by prompt/batch/no std."""
     r, q = np.asarray(r, float), np.asarray(q)
     out = np.zeros_like(r)
     for i in range(len(r)):
         same = r[q == q[i]]
         if len(same) < 2:
-            continue
-        centred = r[i] - same.mean()
+            continue  # a single completion has no contrast
         denom = {"group": same.std(ddof=1) + eps, "batch": r.std(ddof=1) + eps, "none": 1.0}[scale]
-        out[i] = centred / denom
+        out[i] = (r[i] - same.mean()) / denom
     return out
 
 
-# Prompts of unequal sizes, interleaved rows (ids never contiguous).
+def _stream(seed=0):
+    """Six batches; groups 0/1/2 of unequal frequency, group 9 only from the 4th batch on,
+    group 5 seen exactly once (in the first batch)."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for b in range(6):
+        n = int(rng.integers(6, 14))
+        groups = rng.choice([0, 1, 2], size=n, p=[0.6, 0.3, 0.1])
+        groups[0] = 5 if b == 0 else groups[0]
+        groups[-3:] = 9 if b >= 3 else groups[-3:]
+        rewards = rng.normal(loc=groups * 0.3, scale=1.0 + groups * 0.1)
+        batches.append((rewards, groups))
+    return batches
+
+
+# Prompts of unequal sizes (4, 3, 2), rows interleaved: ids never contiguous.
 R = [0.1, 0.9, 0.4, 0.3, 0.7, 1.0, 0.2, 0.6, 0.5]
 Q = [2, 0, 2, 1, 0, 2, 1, 0, 2]
 
 
 @pytest.mark.parametrize("scale", ["group", "batch", "none"])
 def test_grpo_matches_numpy_with_interleaved_prompts(scale):
-    got = grpo_advantages(_t(R), _t(Q, torch.int64), scale=scale)
+    """Centring by prompt id (not position) and each scale's denominator."""
+    got = grpo_advantages(_f(R), _i(Q), scale=scale)
     np.testing.assert_allclose(got.numpy(), np_grpo(R, Q, scale), rtol=1e-12, atol=1e-12)
 
 
-def test_grpo_uses_the_unbiased_std():
-    """A biased (ddof=0) std would give +-1.0 here; the unbiased one gives +-1/sqrt(2)."""
-    got = grpo_advantages(_t([0.0, 1.0]), _t([5, 5], torch.int64), eps=0.0)
-    np.testing.assert_allclose(got.numpy(), [-1 / np.sqrt(2), 1 / np.sqrt(2)], rtol=1e-12)
+@pytest.mark.parametrize("scale", ["group", "batch"])
+def test_grpo_uses_the_unbiased_std(scale):
+    """The ddof=1 reference passes and a ddof=0 implementation would not."""
+    r, q = [0.0, 1.0, 2.0, 4.0], [0, 0, 1, 1]
+    got = grpo_advantages(_f(r), _i(q), scale=scale, eps=0.0).numpy()
+    centred = np.array([-0.5, 0.5, -1.0, 1.0])
+    std1 = {"group": np.array([1, 1, 2, 2]) / np.sqrt(2), "batch": np.std(r, ddof=1)}[scale]
+    std0 = {"group": np.array([0.5, 0.5, 1.0, 1.0]), "batch": np.std(r, ddof=0)}[scale]
+    np.testing.assert_allclose(got, centred / std1, rtol=1e-12)
+    assert not np.allclose(got, centred / std0, rtol=1e-3)
 
 
-def test_grpo_zero_variance_single_sample_and_empty():
-    r = _t([0.5, 0.5, 0.5, 0.8, 0.2])
-    q = _t([0, 0, 0, 1, 2], torch.int64)
-    for scale in ("group", "batch", "none"):
-        got = grpo_advantages(r, q, scale=scale)
-        assert got.tolist()[:3] == [0.0, 0.0, 0.0]  # equal rewards: no contrast
-        assert got.tolist()[3:] == [0.0, 0.0]  # one completion: advantage 0
-    assert grpo_advantages(_t([]), _t([], torch.int64)).numel() == 0
-    assert grpo_advantages(_t([3.0]), _t([0], torch.int64), scale="batch").tolist() == [0.0]
+@pytest.mark.parametrize("value, eps, dtype", [
+    (0.5, 1e-4, torch.float32),  # exact in binary, default eps
+    (0.1, 1e-4, torch.float64),  # 0.1 is not exact in binary: the mean rounds
+    (0.5, 0.0, torch.float64),   # eps=0: must not be 0/0
+], ids=["dyadic", "inexact-float64", "eps0"])
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_zero_variance_prompt_gets_exactly_zero(scale, value, eps, dtype):
+    """A prompt whose completions all score the same has no contrast: advantage exactly 0."""
+    r = _f([value, 0.0, value, 1.0, value], dtype)  # prompt 3 is constant, prompt 8 is not
+    got = grpo_advantages(r, _i([3, 8, 3, 8, 3]), scale=scale, eps=eps)
+    assert got[[0, 2, 4]].tolist() == [0.0, 0.0, 0.0]
 
 
-def _stream(seed=0):
-    """Six batches, four groups of unequal frequency; group 9 appears from batch 4 on."""
-    rng = np.random.default_rng(seed)
-    batches = []
-    for b in range(6):
-        n = int(rng.integers(5, 15))
-        groups = rng.choice([0, 1, 2], size=n, p=[0.7, 0.2, 0.1])
-        if b >= 3:
-            groups[: 3] = 9
-        rewards = rng.normal(loc=groups * 0.3, scale=1.0 + groups * 0.1)
-        batches.append((rewards, groups))
-    return batches
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_single_completion_prompt_and_empty_batch(scale):
+    """One completion of a prompt -> 0 (even next to contrasting prompts); empty -> empty."""
+    got = grpo_advantages(_f([0.8, 0.0, 1.0, 0.3]), _i([4, 1, 1, 7]), scale=scale)
+    assert got[0].item() == 0.0 and got[3].item() == 0.0
+    assert got[1].item() != 0.0
+    assert grpo_advantages(_f([3.0]), _i([0]), scale=scale).tolist() == [0.0]
+    assert grpo_advantages(_f([]), _i([]), scale=scale).numel() == 0
 
 
-def test_running_stats_match_numpy_over_a_stream():
+def test_running_stats_match_numpy_after_every_update():
+    """count / mean / unbiased std per group over all rewards seen so far."""
     stats = GroupRewardStats()
-    seen_r, seen_g = [], []
+    seen_r, seen_g = np.empty(0), np.empty(0, dtype=int)
     for rewards, groups in _stream():
-        stats.update(_t(rewards), _t(groups, torch.int64))
-        seen_r.extend(rewards)
-        seen_g.extend(groups)
-        r, g = np.array(seen_r), np.array(seen_g)
-        ids = np.unique(g)
-        got_ids = _t(ids, torch.int64)
-        np.testing.assert_allclose(stats.count(got_ids).numpy(), [np.sum(g == k) for k in ids])
-        np.testing.assert_allclose(stats.mean(got_ids).numpy(), [r[g == k].mean() for k in ids], rtol=1e-12)
-        want_std = [r[g == k].std(ddof=1) if np.sum(g == k) > 1 else 0.0 for k in ids]
-        np.testing.assert_allclose(stats.std(got_ids).numpy(), want_std, rtol=1e-10)
-    unseen = stats.mean(_t([42], torch.int64)), stats.std(_t([42], torch.int64))
-    assert all(torch.isnan(x).all() for x in unseen) and stats.count(_t([42], torch.int64)).item() == 0
+        stats.update(_f(rewards), _i(groups))
+        seen_r, seen_g = np.concatenate([seen_r, rewards]), np.concatenate([seen_g, groups])
+        ids = np.unique(seen_g)[::-1]  # query order need not be sorted
+        count = [np.sum(seen_g == k) for k in ids]
+        mean = [seen_r[seen_g == k].mean() for k in ids]
+        std = [seen_r[seen_g == k].std(ddof=1) if c > 1 else 0.0 for k, c in zip(ids, count)]
+        np.testing.assert_allclose(stats.count(_i(ids)).numpy(), count, rtol=0)
+        np.testing.assert_allclose(stats.mean(_i(ids)).numpy(), mean, rtol=1e-12)
+        np.testing.assert_allclose(stats.std(_i(ids)).numpy(), std, rtol=1e-10, atol=1e-15)
+    assert stats.std(_i([5])).item() == 0.0  # exactly one sample ever
+    assert stats.count(_i([9])).item() == 9  # 3 per batch from the 4th batch on
+
+
+def test_unseen_groups_have_count_zero_and_nan_moments():
+    """Queries mixing seen and never-seen ids stay aligned; results are float64."""
+    stats = GroupRewardStats()
+    assert torch.isnan(stats.std(_i([1]))).all() and stats.count(_i([1])).item() == 0
+    stats.update(_f([1.0, 3.0, 10.0]), _i([2, 2, 6]))
+    ids = _i([42, 2, 0, 6, 100])
+    count, mean, std = stats.count(ids), stats.mean(ids), stats.std(ids)
+    assert {count.dtype, mean.dtype, std.dtype} == {torch.float64}
+    assert count.tolist() == [0.0, 2.0, 0.0, 1.0, 0.0]
+    assert mean[1].item() == 2.0 and mean[3].item() == 10.0
+    assert std[1].item() == pytest.approx(np.sqrt(2.0)) and std[3].item() == 0.0
+    assert torch.isnan(mean[[0, 2, 4]]).all() and torch.isnan(std[[0, 2, 4]]).all()
 
 
 def test_stats_are_numerically_stable_with_a_large_offset():
-    """A naive sum-of-squares variance loses every digit at 1e9 + small noise."""
-    rng = np.random.default_rng(1)
-    values = 1e9 + rng.normal(size=(20, 50))
+    """A naive sum-of-squares variance loses every digit at 1e9 + unit noise."""
+    values = 1e9 + np.random.default_rng(1).normal(size=(20, 50))
     stats = GroupRewardStats()
     for row in values:
-        stats.update(_t(row), torch.zeros(50, dtype=torch.int64))
-    np.testing.assert_allclose(stats.std(_t([0], torch.int64)).item(), values.std(ddof=1), rtol=1e-6)
+        stats.update(_f(row), torch.zeros(50, dtype=torch.int64))
+    assert stats.std(_i([0])).item() == pytest.approx(values.std(ddof=1), rel=1e-6)
 
 
-def test_decay_matches_weighted_numpy_reference():
-    h = 2.0
+@pytest.mark.parametrize("h", [1.0, 2.5])
+def test_decay_matches_weighted_numpy_reference(h):
+    """Weights 0.5**(k/h) for a reward k updates old; var = sum w(x-mu)^2 / (sum w - 1)."""
     stats = GroupRewardStats(half_life=h)
     batches = _stream(3)
-    for rewards, groups in batches:
-        stats.update(_t(rewards), _t(groups, torch.int64))
-    last = len(batches) - 1
-    r = np.concatenate([b[0] for b in batches])
-    g = np.concatenate([b[1] for b in batches])
-    w = np.concatenate([np.full(len(b[0]), 0.5 ** ((last - k) / h)) for k, b in enumerate(batches)])
-    for k in np.unique(g):
-        sel = g == k
-        ww, rr = w[sel], r[sel]
-        mu = np.sum(ww * rr) / ww.sum()
-        var = np.sum(ww * (rr - mu) ** 2) / (ww.sum() - 1)
-        kid = _t([k], torch.int64)
-        np.testing.assert_allclose(stats.count(kid).item(), ww.sum(), rtol=1e-12)
-        np.testing.assert_allclose(stats.mean(kid).item(), mu, rtol=1e-10)
-        np.testing.assert_allclose(stats.std(kid).item(), np.sqrt(var), rtol=1e-10)
+    for t, (rewards, groups) in enumerate(batches):
+        stats.update(_f(rewards), _i(groups))
+        r = np.concatenate([b[0] for b in batches[: t + 1]])
+        g = np.concatenate([b[1] for b in batches[: t + 1]])
+        w = np.concatenate([np.full(len(b[0]), 0.5 ** ((t - k) / h)) for k, b in enumerate(batches[: t + 1])])
+        for k in np.unique(g):
+            ww, rr = w[g == k], r[g == k]
+            mu = np.sum(ww * rr) / ww.sum()
+            kid = _i([k])
+            assert stats.count(kid).item() == pytest.approx(ww.sum(), rel=1e-12)
+            assert stats.mean(kid).item() == pytest.approx(mu, rel=1e-10, abs=1e-12)
+            if ww.sum() > 1:
+                var = np.sum(ww * (rr - mu) ** 2) / (ww.sum() - 1)
+                assert stats.std(kid).item() == pytest.approx(np.sqrt(var), rel=1e-10, abs=1e-12)
+
+
+def _assert_same_stats(a, b, ids, rtol=1e-10):
+    """count / mean / std agree (NaN == NaN for unseen ids)."""
+    for fn in ("count", "mean", "std"):
+        np.testing.assert_allclose(getattr(a, fn)(ids).numpy(), getattr(b, fn)(ids).numpy(), rtol=rtol, atol=0)
 
 
 def test_merge_equals_one_tracker_over_the_concatenated_stream():
-    batches = _stream(5)
+    """Chan merge is exact, including groups that only one of the two trackers has."""
+    batches = _stream(5)  # group 5 only in batch 0 -> only in `a`
+    extra = (np.array([3.0, 4.0, 4.5]), np.array([77, 77, 0]))  # group 77 only in `b`
     a, b, whole = GroupRewardStats(), GroupRewardStats(), GroupRewardStats()
-    for i, (rewards, groups) in enumerate(batches):
-        (a if i < 4 else b).update(_t(rewards), _t(groups, torch.int64))  # b lacks some groups
-        whole.update(_t(rewards), _t(groups, torch.int64))
-    b.update(_t([3.0, 4.0]), _t([77, 77], torch.int64))  # a group only b has
-    whole.update(_t([3.0, 4.0]), _t([77, 77], torch.int64))
-    merged = a.merge(b)
-    assert torch.equal(merged.ids, whole.ids)
-    ids = whole.ids
-    for fn in ("count", "mean", "std"):
-        torch.testing.assert_close(getattr(merged, fn)(ids), getattr(whole, fn)(ids), rtol=1e-10, atol=0)
+    for i, (rewards, groups) in enumerate(batches + [extra]):
+        (a if i < 2 else b).update(_f(rewards), _i(groups))
+        whole.update(_f(rewards), _i(groups))
+    assert a.count(_i([9, 77])).tolist() == [0.0, 0.0] and b.count(_i([5])).item() == 0
+    a.merge(b)
+    ids = _i([0, 1, 2, 5, 9, 77, 1234])
+    _assert_same_stats(a, whole, ids)
+    empty = GroupRewardStats().merge(whole)  # merging into / from an empty tracker
+    _assert_same_stats(empty, whole, ids, rtol=0)
+    _assert_same_stats(whole.merge(GroupRewardStats()), empty, ids, rtol=0)
 
 
-def test_state_dict_round_trips_through_a_weights_only_load():
+@pytest.mark.parametrize("through_bytes", [False, True])
+def test_state_dict_round_trips_exactly(through_bytes):
+    """A fresh tracker loaded from the state equals the original now and after more updates."""
     stats = GroupRewardStats(half_life=3.0)
     for rewards, groups in _stream(2):
-        stats.update(_t(rewards), _t(groups, torch.int64))
-    buf = io.BytesIO()
-    torch.save(stats.state_dict(), buf)
-    buf.seek(0)
+        stats.update(_f(rewards), _i(groups))
+    state = stats.state_dict()
+    if through_bytes:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        buf.seek(0)
+        state = torch.load(buf, weights_only=True)
     restored = GroupRewardStats()
-    restored.load_state_dict(torch.load(buf, weights_only=True))
-    more = (_t([0.3, 2.0, -1.0]), _t([0, 9, 11], torch.int64))
-    stats.update(*more)
-    restored.update(*more)
-    assert restored.half_life == 3.0
-    for key, value in stats.state_dict().items():
-        if isinstance(value, torch.Tensor):
-            assert torch.equal(value, restored.state_dict()[key]), key
-        else:
-            assert value == restored.state_dict()[key], key
+    restored.load_state_dict(state)
+    ids = _i([0, 1, 2, 5, 9, 11, 50])
+    _assert_same_stats(restored, stats, ids, rtol=0)
+    for _ in range(2):  # decay continues identically (half_life restored too)
+        more = (_f([0.3, 2.0, -1.0, 0.7]), _i([0, 9, 11, 11]))
+        stats.update(*more)
+        restored.update(*more)
+        _assert_same_stats(restored, stats, ids, rtol=0)
+    assert not torch.equal(state["count"], stats.state_dict()["count"])  # state was a snapshot
 
 
 def test_pgrpo_normalizes_after_merging_the_batch():
-    """Reference: history *including* the current batch (normalizing first would differ)."""
+    """Reference: group history *including* the current batch; GRPO below min_count."""
     stats = GroupRewardStats()
-    hist_r, hist_g = [], []
+    hist_r, hist_g = np.empty(0), np.empty(0, dtype=int)
+    differs_from_merge_after = False
     for b, (rewards, groups) in enumerate(_stream(7)):
-        prompts = np.arange(len(rewards)) // 2  # pairs of completions per prompt
-        got = pgrpo_advantages(_t(rewards), _t(prompts, torch.int64), _t(groups, torch.int64), stats)
-        hist_r.extend(rewards)
-        hist_g.extend(groups)
-        r, g = np.array(hist_r), np.array(hist_g)
+        prompts = np.random.default_rng(b).permutation(np.arange(len(rewards)) // 2)  # pairs
+        got = pgrpo_advantages(_f(rewards), _i(prompts), _i(groups), stats).numpy()
+        before_r, before_g = hist_r, hist_g
+        hist_r, hist_g = np.concatenate([hist_r, rewards]), np.concatenate([hist_g, groups])
         grpo = np_grpo(rewards, prompts, "group")
         want = np.empty(len(rewards))
         for i, k in enumerate(groups):
-            past = r[g == k]
+            past = hist_r[hist_g == k]
             want[i] = grpo[i] if len(past) < 2 else (rewards[i] - past.mean()) / (past.std(ddof=1) + 1e-4)
-        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10, atol=1e-12, err_msg=f"batch {b}")
+            old = before_r[before_g == k]
+            if len(old) >= 2 and len(past) >= 2:
+                wrong = (rewards[i] - old.mean()) / (old.std(ddof=1) + 1e-4)
+                differs_from_merge_after |= abs(wrong - want[i]) > 1e-3
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=f"batch {b}")
+    assert differs_from_merge_after  # the reference can tell the two orders apart
 
 
 def test_cold_start_falls_back_to_grpo_only_below_min_count():
+    """New group with 1 sample -> GRPO prompt advantage; >= min_count -> its own stats."""
+    r, q = [1.0, 0.0, 0.2, 0.6, 0.9], [0, 0, 1, 1, 1]
+    g = _i([5, 6, 6, 6, 6])  # group 5: one sample; group 6: four
     stats = GroupRewardStats()
-    r = _t([1.0, 0.0, 0.2, 0.6, 0.9])
-    q = _t([0, 0, 1, 1, 1], torch.int64)
-    g = _t([5, 6, 6, 6, 6], torch.int64)  # group 5: one sample; group 6: four
-    got = pgrpo_advantages(r, q, g, stats, min_count=2)
-    grpo = np_grpo([1.0, 0.0, 0.2, 0.6, 0.9], [0, 0, 1, 1, 1], "group")
-    assert got[0].item() == pytest.approx(grpo[0])  # fallback: prompt contrast
-    six = np.array([0.0, 0.2, 0.6, 0.9])
-    np.testing.assert_allclose(got[1:].numpy(), (six - six.mean()) / (six.std(ddof=1) + 1e-4), rtol=1e-12)
-    # With min_count=5 group 6 (count 4) is still cold: pure GRPO for everyone.
-    cold = pgrpo_advantages(r, q, g, GroupRewardStats(), min_count=5)
-    np.testing.assert_allclose(cold.numpy(), grpo, rtol=1e-12)
+    got = pgrpo_advantages(_f(r), _i(q), g, stats, min_count=2).numpy()
+    grpo = np_grpo(r, q, "group")
+    assert got[0] == pytest.approx(grpo[0], rel=1e-12)
+    six = np.array(r[1:])
+    np.testing.assert_allclose(got[1:], (six - six.mean()) / (six.std(ddof=1) + 1e-4), rtol=1e-12)
+    # Next batch: group 5 reaches 2 samples (after the merge) and uses its own stats.
+    got2 = pgrpo_advantages(_f([0.4, 0.4]), _i([0, 0]), _i([5, 6]), stats, min_count=2).numpy()
+    five = np.array([1.0, 0.4])
+    assert got2[0] == pytest.approx((0.4 - five.mean()) / (five.std(ddof=1) + 1e-4), rel=1e-12)
+    # min_count=5: group 6 (count 4) is still cold, so everyone gets GRPO.
+    cold = pgrpo_advantages(_f(r), _i(q), g, GroupRewardStats(), min_count=5).numpy()
+    np.testing.assert_allclose(cold, grpo, rtol=1e-12)
+    fresh = GroupRewardStats()
     with pytest.raises(ValueError, match="min_count"):
-        pgrpo_advantages(r, q, g, GroupRewardStats(), min_count=1)
+        pgrpo_advantages(_f(r), _i(q), g, fresh, min_count=1)
+    assert fresh.count(g).tolist() == [0.0] * 5  # rejected before touching the stats
 
 
 def test_corollary_3_1_identity():
     """A_i = (sigma_G / sigma_p) * Ahat_i + (mu_G - mu_p) / sigma_p, with eps = 0."""
     rng = np.random.default_rng(11)
+    hist_r, hist_g = rng.normal(size=40), rng.integers(0, 3, size=40)
     stats = GroupRewardStats()
-    stats.update(_t(rng.normal(size=40)), _t(rng.integers(0, 3, size=40), torch.int64))
+    stats.update(_f(hist_r), _i(hist_g))
+    q = rng.permutation(np.repeat(np.arange(6), 4))
+    g = np.array([[0, 1, 2, 0, 2, 1][k] for k in q])  # one preference group per prompt
     r = rng.normal(size=24)
-    q = np.repeat(np.arange(6), 4)
-    g = np.repeat(rng.integers(0, 3, size=6), 4)
-    got = pgrpo_advantages(_t(r), _t(q, torch.int64), _t(g, torch.int64), stats, eps=0.0).numpy()
-    ahat = np_grpo(r, q, "group", eps=0.0)
-    ids = _t(g, torch.int64)
-    mu_p, sigma_p = stats.mean(ids).numpy(), stats.std(ids).numpy()
+    got = pgrpo_advantages(_f(r), _i(q), _i(g), stats, eps=0.0).numpy()
+    all_r, all_g = np.concatenate([hist_r, r]), np.concatenate([hist_g, g])
+    mu_p = np.array([all_r[all_g == k].mean() for k in g])
+    sigma_p = np.array([all_r[all_g == k].std(ddof=1) for k in g])
     mu_q = np.array([r[q == k].mean() for k in q])
     sigma_q = np.array([r[q == k].std(ddof=1) for k in q])
+    ahat = (r - mu_q) / sigma_q
     np.testing.assert_allclose(got, sigma_q / sigma_p * ahat + (mu_q - mu_p) / sigma_p, rtol=1e-10)
 
 
 def test_equal_rewards_prompt_still_gets_a_pgrpo_signal():
+    """GRPO gives 0 to a constant prompt; P-GRPO gives (R - mu_p) / (sigma_p + eps)."""
     stats = GroupRewardStats()
-    stats.update(_t([0.0, 1.0, 0.5, 0.2]), torch.zeros(4, dtype=torch.int64))
-    r, q, g = _t([0.9, 0.9, 0.9]), torch.zeros(3, dtype=torch.int64), torch.zeros(3, dtype=torch.int64)
-    assert grpo_advantages(r, q).abs().max().item() == 0.0
-    adv = pgrpo_advantages(r, q, g, stats)
-    assert (adv > 0.5).all()  # 0.9 is above the group's running mean
+    stats.update(_f([0.0, 1.0, 0.5, 0.25]), _i([3, 3, 3, 3]))
+    r, q, g = _f([0.75, 0.75, 0.75]), _i([0, 0, 0]), _i([3, 3, 3])
+    assert grpo_advantages(r, q).tolist() == [0.0, 0.0, 0.0]
+    hist = np.array([0.0, 1.0, 0.5, 0.25, 0.75, 0.75, 0.75])
+    want = (0.75 - hist.mean()) / (hist.std(ddof=1) + 1e-4)
+    np.testing.assert_allclose(pgrpo_advantages(r, q, g, stats).numpy(), [want] * 3, rtol=1e-12)
 
 
-def test_nan_rewards_raise_naming_count_and_positions_without_touching_stats():
-    stats = GroupRewardStats()
-    stats.update(_t([1.0, 2.0]), _t([0, 0], torch.int64))
+_BAD = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, float("nan"), 0.9, 1.0, 1.1, float("-inf")]  # positions 7, 11
+_CALLS = {
+    "grpo_advantages": lambda r, q, g, s: grpo_advantages(r, q),
+    "stats.update": lambda r, q, g, s: s.update(r, g),
+    "pgrpo_advantages": lambda r, q, g, s: pgrpo_advantages(r, q, g, s),
+    "registry grpo": lambda r, q, g, s: get_advantage_fn("grpo")(r, q, g, s, AdvantageConfig()),
+    "registry pgrpo": lambda r, q, g, s: get_advantage_fn("pgrpo")(r, q, g, s, AdvantageConfig()),
+}
+
+
+@pytest.mark.parametrize("call", list(_CALLS))
+def test_nan_rewards_raise_with_count_and_positions_and_leave_stats_untouched(call):
+    """The message says how many and where; no partial update of the running stats."""
+    stats = GroupRewardStats(half_life=4.0)
+    stats.update(_f([1.0, 2.0, 4.0]), _i([0, 0, 1]))
     before = stats.state_dict()
-    r = _t([0.1, float("nan"), 0.3, 0.4, float("inf"), 0.6])
-    q = _t([0, 0, 1, 1, 2, 2], torch.int64)
-    with pytest.raises(ValueError, match=r"2 of 6 rewards are NaN or infinite, at positions \[1, 4\]"):
-        pgrpo_advantages(r, q, torch.zeros(6, dtype=torch.int64), stats)
-    for key in ("ids", "count", "mean", "m2"):
-        assert torch.equal(before[key], stats.state_dict()[key])
-    assert stats.num_updates == before["num_updates"]
-    with pytest.raises(ValueError, match="NaN"):
-        grpo_advantages(r, q)
+    q, g = _i(np.arange(12) // 4), _i(np.arange(12) % 2)
+    with pytest.raises(ValueError, match="2 of 12 rewards are NaN or infinite") as err:
+        _CALLS[call](_f(_BAD), q, g, stats)
+    assert re.search(r"\b7\b", str(err.value)) and re.search(r"\b11\b", str(err.value))
+    after = stats.state_dict()
+    for key, value in before.items():
+        assert torch.equal(value, after[key]) if isinstance(value, torch.Tensor) else value == after[key], key
 
 
-def test_misaligned_or_mistyped_ids_are_rejected():
-    with pytest.raises(TypeError, match="prompt_ids must be int64"):
-        grpo_advantages(_t([1.0, 2.0]), _t([0.0, 0.0]))
-    with pytest.raises(ValueError, match="group_ids must be aligned"):
-        GroupRewardStats().update(_t([1.0, 2.0]), _t([0], torch.int64))
+_R2, _FLOAT_IDS = _f([1.0, 2.0]), _f([0.0, 0.0])
+
+
+@pytest.mark.parametrize("exc, name, call", [
+    (TypeError, "prompt_ids", lambda: grpo_advantages(_R2, _FLOAT_IDS)),
+    (TypeError, "group_ids", lambda: GroupRewardStats().update(_R2, _FLOAT_IDS)),
+    (TypeError, "group_ids", lambda: pgrpo_advantages(_R2, _i([0, 0]), _FLOAT_IDS, GroupRewardStats())),
+    (ValueError, "prompt_ids", lambda: grpo_advantages(_R2, _i([0, 0, 0]))),
+    (ValueError, "group_ids", lambda: GroupRewardStats().update(_R2, _i([0]))),
+    (ValueError, "group_ids", lambda: pgrpo_advantages(_R2, _i([0, 0]), _i([0]), GroupRewardStats())),
+])
+def test_misaligned_or_mistyped_ids_are_rejected(exc, name, call):
+    """Float ids -> TypeError, misaligned lengths -> ValueError, naming the argument."""
+    with pytest.raises(exc, match=name):
+        call()
 
 
 def test_registry_dispatches_and_names_unknown_estimators():
-    cfg = AdvantageConfig()
-    r, q = _t(R), _t(Q, torch.int64)
-    grpo = get_advantage_fn("grpo")(r, q, torch.zeros_like(q), GroupRewardStats(), cfg)
-    np.testing.assert_allclose(grpo.numpy(), np_grpo(R, Q, "group"), rtol=1e-12)
-    pg_stats = GroupRewardStats()
-    get_advantage_fn("pgrpo")(r, q, torch.zeros_like(q), pg_stats, cfg)
-    assert pg_stats.count(_t([0], torch.int64)).item() == len(R)
-    with pytest.raises(ValueError, match=r"unknown advantage estimator 'ppo'.*'grpo', 'pgrpo'"):
+    """'grpo' honours cfg.scale/eps; 'pgrpo' honours min_count and feeds the stats."""
+    r, q, g = _f(R), _i(Q), _i([1] * len(R))
+    cfg = AdvantageConfig(scale="none", eps=1e-4, min_count=2)
+    got = get_advantage_fn("grpo")(r, q, g, GroupRewardStats(), cfg)
+    np.testing.assert_allclose(got.numpy(), np_grpo(R, Q, "none"), rtol=1e-12, atol=1e-15)
+    stats = GroupRewardStats()
+    got = get_advantage_fn("pgrpo")(r, q, g, stats, cfg).numpy()
+    want = (np.array(R) - np.mean(R)) / (np.std(R, ddof=1) + 1e-4)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert stats.count(_i([1])).item() == len(R)
+    cold = get_advantage_fn("pgrpo")(r, q, g, GroupRewardStats(), AdvantageConfig(min_count=100))
+    np.testing.assert_allclose(cold.numpy(), np_grpo(R, Q, "group"), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"(?s)unknown.*'ppo'.*grpo.*pgrpo"):
         get_advantage_fn("ppo")
