@@ -48,4 +48,14 @@ def write_json(path: Path, data) -> None:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
+    """A .parquet, .csv or .jsonl table; a clear error for a missing file or other suffix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"table {path} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    if path.suffix == ".jsonl":
+        return pd.read_json(path, lines=True)
+    raise ValueError(f"table {path}: expected .parquet, .csv or .jsonl")
