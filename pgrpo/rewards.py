@@ -61,3 +61,51 @@ def length_preference_reward(
         target, words = float(meta["target_words"]), count_words(completion)
         scores.append(min(words, target) / max(words, target) if words else 0.0)
     return torch.tensor(scores, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------ MovieLens rule
+
+_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
+_AKA = re.compile(r"\s*\([^()]*\)\s*$")
+_ARTICLE = re.compile(r"^(.*), (The|A|An|Les|La|Le|L'|Il|Das|Der|Die|El)$", re.IGNORECASE)
+
+
+def _title_forms(title: str) -> set[str]:
+    """Lower-cased ways a MovieLens title may be written: no year, no aka, article in front."""
+    base = _YEAR.sub("", title).strip()
+    forms = {base, _AKA.sub("", base).strip()}  # "City of Lost Children, The (Cité des ...)"
+    for form in list(forms):
+        m = _ARTICLE.match(form)
+        if m:  # "Matrix, The" is written "The Matrix" in prose ("Appartement, L'": "L'Appartement")
+            rest, article = m.group(1), m.group(2)
+            forms.add(article + ("" if article.endswith("'") else " ") + rest)
+    return {f.lower() for f in forms if f}
+
+
+def _mentions(text: str, phrase: str) -> bool:
+    # Whole words only: "War" must not match "award", "Action" not "transaction".
+    return re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", text) is not None
+
+
+@register_reward("movielens_rule")
+def movielens_rule_reward(prompts: list[str], completions: list[str], group_ids: Tensor,
+                          metadata: list[dict]) -> Tensor:
+    """1.0 if the completion names a held-out movie, else 0.5 x fraction of liked genres named.
+
+    Titles match case-insensitively without their "(year)"; metadata per sample:
+    `heldout_titles` (MovieLens titles) and `liked_genres` (genre names).
+    """
+    scores = []
+    for i, (completion, meta) in enumerate(zip(completions, metadata, strict=True)):
+        if "heldout_titles" not in meta and "liked_genres" not in meta:
+            raise KeyError(f"movielens_rule: sample {i} has neither 'heldout_titles' nor "
+                           "'liked_genres' in its metadata")
+        text = " ".join(completion.lower().split())
+        titles = meta.get("heldout_titles") or []
+        if any(_mentions(text, form) for t in titles for form in _title_forms(t)):
+            scores.append(1.0)
+            continue
+        genres = meta.get("liked_genres") or []
+        hits = sum(_mentions(text, g.lower()) for g in genres)
+        scores.append(0.5 * hits / len(genres) if genres else 0.0)
+    return torch.tensor(scores, dtype=torch.float32)
