@@ -25,7 +25,9 @@ class PolicyConfig(Section):
     # what to train, on what
     model: str = Field("smollm2-135m-instruct", description="built-in name, local folder or hub id")
     prompts: str = Field("builtin", description="'builtin' or a .jsonl/.csv/.parquet prompt table")
-    reward: str = Field("length", description="built-in rule reward name (see pgrpo.rewards)")
+    groups: str | None = Field(None, description="user_id -> group table (assign_groups) for a prepared prompt table")
+    prompt_split: str | None = Field("train", description="keep prompt rows with this `split`; None keeps all")
+    reward: str = Field("length", description="rule reward name (pgrpo.rewards) or a reward-model folder")
     system_prompt: str | None = Field(None, description="system message; None keeps the chat template's")
     # the advantage estimator
     advantage: Literal["pgrpo", "grpo"] = Field("pgrpo", description="registered estimator name")
@@ -33,6 +35,8 @@ class PolicyConfig(Section):
     min_count: int = Field(2, ge=2, description="P-GRPO: GRPO fallback until a group has this many rewards")
     half_life: float | None = Field(None, gt=0, description="P-GRPO history decay, in steps; None = all history")
     adv_eps: float = Field(1e-4, ge=0, description="added to the std (as TRL)")
+    advantage_groups: Literal["assigned", "random"] = Field(
+        "assigned", description="random: shuffled group labels for the advantage (the paper's ablation)")
     # rollouts
     steps: int = Field(20, ge=1, description="optimizer rounds; each samples a fresh batch")
     prompts_per_step: int = Field(4, ge=1, description="prompts per step per process")
@@ -87,6 +91,26 @@ def load_section(path: str | Path, name: str, schema: type[Section],
         return schema(**{**data, **(overrides or {})})
     except ValidationError as e:
         raise ValueError(f"{path}, section '{name}':\n{e}") from None
+
+
+def policy_config(path: str | Path, algorithm: str | None = None,
+                  overrides: dict[str, Any] | None = None) -> PolicyConfig:
+    """Section `policy`, then `algorithms.<algorithm>` over it, then `overrides`.
+
+    Every algorithm trains from the same policy section, so a comparison differs
+    only in what its `algorithms` entry says.
+    """
+    extra: dict[str, Any] = {}
+    if algorithm is not None:
+        algorithms = read_params(path).get("algorithms") or {}
+        if algorithm not in algorithms:
+            raise ValueError(f"{path}: algorithm {algorithm!r} is not under `algorithms` "
+                             f"(listed: {sorted(algorithms)})")
+        extra = algorithms[algorithm] or {}
+        unknown = sorted(set(extra) - set(PolicyConfig.model_fields))
+        if unknown:
+            raise ValueError(f"{path}, algorithms.{algorithm}: unknown keys {unknown}")
+    return load_section(path, "policy", PolicyConfig, {**extra, **(overrides or {})})
 
 
 def add_config_args(parser: argparse.ArgumentParser, model: type[Section]) -> None:

@@ -5,6 +5,10 @@ plus any metadata columns the reward function reads. Sources:
     builtin             the embedded length-preference task below (no files)
     <file>.jsonl/.csv/.parquet   a table written by the prepare stage or by hand
 
+A prepared prompt table (pgrpo.prepare) has `user_id` instead of `group`: pass the
+assign_groups table (`user_id`, `group`) as `groups` and each prompt takes its
+user's group; `split` picks the rows whose `split` column matches.
+
 The builtin task: users ask for music recommendations and say how long they like
 answers; the rule reward (`pgrpo.rewards.length_preference_reward`) scores how
 close a completion's word count is to the user's preferred length. The majority
@@ -14,7 +18,6 @@ want something it rarely produces (one line, or a handful of words).
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +44,13 @@ class PromptSet:
     group_ids: torch.Tensor  # int64 [N], index into group_names
     group_names: list[str]
     metadata: list[dict] = field(default_factory=list)
+    # The groups the advantage normalizes over; None = group_ids. Differs only in
+    # the random-label ablation, where rewards still come from the true group.
+    norm_group_ids: torch.Tensor | None = None
+
+    @property
+    def advantage_groups(self) -> torch.Tensor:
+        return self.group_ids if self.norm_group_ids is None else self.norm_group_ids
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -51,7 +61,21 @@ class PromptSet:
             self.group_ids[idx],
             self.group_names,
             [self.metadata[i] for i in idx],
+            None if self.norm_group_ids is None else self.norm_group_ids[idx],
         )
+
+    def with_random_groups(self, seed: int) -> PromptSet:
+        """The paper's ablation: users get shuffled group labels (sizes kept) for the advantage.
+
+        Users are keyed by metadata `user_id` when present, else each prompt is its own user.
+        """
+        users = [m.get("user_id", f"#{i}") for i, m in enumerate(self.metadata)]
+        first = {u: int(g) for u, g in reversed(list(zip(users, self.group_ids.tolist())))}
+        order = list(first)
+        perm = torch.randperm(len(order), generator=torch.Generator().manual_seed(seed)).tolist()
+        shuffled = {u: first[order[j]] for u, j in zip(order, perm)}
+        norm = torch.tensor([shuffled[u] for u in users], dtype=torch.int64)
+        return PromptSet(self.prompts, self.group_ids, self.group_names, self.metadata, norm)
 
 
 def builtin_prompts(n: int = 240, seed: int = 0) -> PromptSet:
@@ -91,23 +115,29 @@ def from_records(rows: list[dict], group_order: list[str] | None = None) -> Prom
     )
 
 
-def load_prompts(source: str, seed: int = 0) -> PromptSet:
-    """Load prompts from 'builtin' or a .jsonl / .csv / .parquet table."""
+def load_prompts(source: str, seed: int = 0, groups: str | Path | None = None,
+                 split: str | None = None) -> PromptSet:
+    """Load prompts from 'builtin' or a .jsonl / .csv / .parquet table (see module docstring)."""
     if source == "builtin":
         return builtin_prompts(seed=seed)
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"prompt file {path} does not exist")
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    elif path.suffix in (".csv", ".parquet"):
-        import pandas as pd
+    from pgrpo.io import read_table  # pandas only when a table is read
 
-        df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
-        rows = df.to_dict("records")
+    path = Path(source)
+    df = read_table(path)
+    if split is not None and "split" in df.columns:
+        df = df[df["split"] == split]
+    if groups is not None:
+        if "user_id" not in df.columns:
+            raise ValueError(f"prompt file {path} has no user_id column to join groups on")
+        table = read_table(groups)
+        by_user = dict(zip(table["user_id"].astype(str), table["group"].astype(str)))
+        missing = sorted(set(df["user_id"].astype(str)) - set(by_user))
+        if missing:
+            raise ValueError(f"{len(missing)} users of {path} have no group in {groups}: {missing[:5]}")
+        df = df.assign(group=df["user_id"].astype(str).map(by_user))
+        order = sorted(set(table["group"].astype(str)))  # every group, even one absent here
     else:
-        raise ValueError(f"prompt file {path}: expected .jsonl, .csv or .parquet")
-    if not rows:
-        raise ValueError(f"prompt file {path} has no rows")
-    return from_records(rows)
+        order = None
+    if df.empty:
+        raise ValueError(f"prompt file {path} has no rows" + (f" with split == {split!r}" if split else ""))
+    return from_records(df.to_dict("records"), group_order=order)

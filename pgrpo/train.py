@@ -1,6 +1,7 @@
 """Command line for the train_policy stage.
 
     python -m pgrpo.train                                # params.yaml, section `policy`
+    python -m pgrpo.train --algorithm grpo               # `policy` + `algorithms.grpo` of params.yaml
     python -m pgrpo.train --advantage grpo --steps 5     # any field of PolicyConfig
     python -m pgrpo.train --model tiny-random-llama --steps 3 --output_dir /tmp/run
     accelerate launch -m pgrpo.train                     # multi-GPU, no code change
@@ -15,24 +16,26 @@ import json
 import sys
 
 from pgrpo import paths
-from pgrpo.config import PolicyConfig, add_config_args, config_overrides, load_section
+from pgrpo.config import PolicyConfig, add_config_args, config_overrides, policy_config
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="P-GRPO / GRPO policy training",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="params file")
-    parser.add_argument("--output_dir", default=None, help="run folder (default: models/policy/<advantage>)")
+    parser.add_argument("--algorithm", default=None, help="entry of `algorithms` in the params file")
+    parser.add_argument("--output_dir", default=None,
+                        help="run folder (default: models/policy/<algorithm or advantage>)")
     add_config_args(parser, PolicyConfig)
     args = parser.parse_args(argv)
     try:
-        cfg = load_section(args.params, "policy", PolicyConfig, config_overrides(args, PolicyConfig))
+        cfg = policy_config(args.params, args.algorithm, config_overrides(args, PolicyConfig))
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from pgrpo.trainer import train_policy  # heavy imports after the arguments are checked
 
-    result = train_policy(cfg, args.output_dir or paths.policy_dir(cfg.advantage))
+    result = train_policy(cfg, args.output_dir or paths.policy_dir(args.algorithm or cfg.advantage))
     print(json.dumps({"model_dir": str(result.model_dir), "step": result.step}))
     return 0
 

@@ -71,6 +71,19 @@ def _precision(cfg: PolicyConfig) -> str:
     return "no" if cfg.precision == "fp32" else "bf16"
 
 
+def _accelerator(mixed_precision: str) -> Accelerator:
+    """An Accelerator; a second run in the same process may use another precision.
+
+    accelerate keeps one process-wide state and refuses a changed mixed_precision;
+    we drop only that part of it (the process group, if any, is kept).
+    """
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
 def _wrap_lora(model, cfg: PolicyConfig):
     from peft import LoraConfig, get_peft_model
 
@@ -98,10 +111,14 @@ class Trainer:
     def __init__(self, cfg: PolicyConfig, output_dir: str | Path, prompts: PromptSet | None = None,
                  reward_fn: RewardFn | None = None, logger: MetricLogger | None = None):
         self.cfg, self.output_dir = cfg, Path(output_dir)
-        self.acc = Accelerator(mixed_precision=_precision(cfg), cpu=not torch.cuda.is_available())
+        self.acc = _accelerator(_precision(cfg))
         torch.manual_seed(cfg.seed)
-        self.prompts = prompts if prompts is not None else load_prompts(cfg.prompts, seed=cfg.seed)
-        self.reward_fn = reward_fn if reward_fn is not None else get_reward_fn(cfg.reward)
+        if prompts is None:
+            prompts = load_prompts(cfg.prompts, cfg.seed, cfg.groups, cfg.prompt_split)
+        if cfg.advantage_groups == "random":
+            prompts = prompts.with_random_groups(cfg.seed)
+        self.prompts = prompts
+        self.reward_fn = reward_fn if reward_fn is not None else self._reward_fn()
         with self.acc.main_process_first():  # one process converts a built-in model, once
             model, self.tokenizer = load_policy(cfg.model)
         if cfg.lora_r:
@@ -142,6 +159,13 @@ class Trainer:
                             resume_from_step=self.step if ckpt else None) if self.acc.is_main_process else None
         self.logger = MultiLogger(jsonl, logger if self.acc.is_main_process else None)
 
+    def _reward_fn(self) -> RewardFn:
+        if Path(self.cfg.reward).is_dir():  # a reward model saved by train_reward
+            from pgrpo.reward_model import GroupRewardFn
+
+            return GroupRewardFn(self.cfg.reward, self.prompts.group_names, device=self.acc.device)
+        return get_reward_fn(self.cfg.reward)
+
     # ------------------------------------------------------------------ one step
 
     def _rollout(self, step: int) -> tuple[PromptSet, Rollout]:
@@ -174,17 +198,20 @@ class Trainer:
         acc, g = self.acc, self.cfg.num_generations
         n_local = rewards.numel()
         prompt_ids = (acc.process_index * len(batch) + torch.arange(len(batch))).repeat_interleave(g)
-        local_groups = batch.group_ids.repeat_interleave(g)
+        norm_groups = batch.advantage_groups.repeat_interleave(g)
+        true_groups = batch.group_ids.repeat_interleave(g)
         t0 = time.perf_counter()  # the advantage step, gather included
         all_r, all_q, all_p = (acc.gather(t.to(acc.device)).cpu()
-                               for t in (rewards, prompt_ids, local_groups))
+                               for t in (rewards, prompt_ids, norm_groups))
         finite = torch.isfinite(all_r)
         if self.cfg.nan_rewards == "error":
             check_finite(all_r, ("prompt_ids", all_q), ("group_ids", all_p))
         adv = torch.zeros_like(all_r)
         adv[finite] = self.advantage_fn(all_r[finite], all_q[finite], all_p[finite], self.stats, self.adv_cfg)
         seconds = time.perf_counter() - t0
-        metrics = group_metrics(all_r, all_q, all_p, adv, finite, self.stats, self.prompts.group_names)
+        # Rewards are reported by true group, also when the advantage used random labels.
+        all_true = all_p if batch.norm_group_ids is None else acc.gather(true_groups.to(acc.device)).cpu()
+        metrics = group_metrics(all_r, all_q, all_true, adv, finite, self.stats, self.prompts.group_names)
         metrics["perf/advantage_time_s"] = seconds
         start = acc.process_index * n_local
         return adv[start:start + n_local], metrics
