@@ -2,6 +2,11 @@
 
     python benchmarks/trainer_speed.py                          # default model (SmolLM2-135M)
     python benchmarks/trainer_speed.py --model tiny-random-llama --steps 3
+    python benchmarks/trainer_speed.py --random_init_from DIR    # DIR's architecture, random weights
+
+`--random_init_from` builds the model of a folder holding only config.json and the
+tokenizer, with random weights: the speed of the architecture on a machine its
+weights cannot reach (a GPU box that takes 64 MiB of files: SmolLM2 is 517 MB).
 
 Fixed config: 4 prompts x G=8 completions, 48 new tokens, micro-batch 8, full
 fine-tuning, fp32 on CPU / bf16 on GPU. After one warm-up step, each timed step
@@ -54,16 +59,33 @@ def advantage_microbench(n: int, n_groups: int, g: int = 8) -> tuple[float, floa
     return pg, gr
 
 
+def random_init_model(config_dir: str) -> str:
+    """Save config_dir's architecture with seeded random weights (safetensors) to a temp folder."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    out = tempfile.mkdtemp(prefix="random-init-")
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_dir)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(config_dir).save_pretrained(out)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
+    parser.add_argument("--prompts_per_step", type=int, default=4, help="the fixed config's 4; raise on a GPU")
+    parser.add_argument("--random_init_from", default=None,
+                        help="folder with config.json + tokenizer: time that architecture, random weights")
     args = parser.parse_args()
-    cfg = PolicyConfig(model=args.model, steps=args.steps + 1, prompts_per_step=4, num_generations=8,
+    if args.random_init_from:
+        args.model = random_init_model(args.random_init_from)
+    cfg = PolicyConfig(model=args.model, steps=args.steps + 1, prompts_per_step=args.prompts_per_step, num_generations=8,
                        max_new_tokens=48, micro_batch_size=8, resume=False)
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(cfg, out)
-        print(f"device={trainer.acc.device} model={args.model} threads={torch.get_num_threads()}")
+        print(f"device={trainer.acc.device} precision={trainer.acc.mixed_precision} model={args.model} "
+              f"prompts_per_step={cfg.prompts_per_step} threads={torch.get_num_threads()}")
         trainer.train_step()  # warm-up: allocator, optimizer state, kernels
         rows = [trainer.train_step() for _ in range(args.steps)]
         trainer.logger.close()
@@ -76,8 +98,9 @@ def main() -> None:
     adv = statistics.median(m["perf/advantage_time_s"] for m in rows)
     tokens = statistics.median(m["perf/tokens_per_s"] for m in rows)
     print(f"median step_time_s={step:.3f} completion_tokens_per_s={tokens:.1f}")
-    pg, gr = advantage_microbench(32, 3)
-    print(f"advantage fn on this batch (32 samples, 3 groups): P-GRPO {1e6 * pg:.0f} us, "
+    n = cfg.prompts_per_step * cfg.num_generations
+    pg, gr = advantage_microbench(n, 3)
+    print(f"advantage fn on this batch ({n} samples, 3 groups): P-GRPO {1e6 * pg:.0f} us, "
           f"GRPO {1e6 * gr:.0f} us, ratio P-GRPO/GRPO={pg / gr:.2f}")
     big_pg, big_gr = advantage_microbench(4096, 16)
     print(f"at 4096 samples in 16 groups: P-GRPO {1e3 * big_pg:.2f} ms "
