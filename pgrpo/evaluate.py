@@ -1,0 +1,358 @@
+"""The evaluate stage: every trained policy and the base policy on held-out prompts, per group.
+
+    python -m pgrpo.evaluate              # params.yaml sections evaluate, policy, algorithms
+    python -m pgrpo.evaluate --algorithms pgrpo,grpo --prompts_per_group 4 --reports_dir /tmp/r
+
+    from pgrpo.evaluate import EvalConfig, evaluate
+    results = evaluate(EvalConfig(), PolicyConfig(model="smollm2-135m-instruct"), ["pgrpo", "grpo"])
+
+What it does, per policy (the base model `policy.model`, then models/policy/<alg>/model):
+- samples `samples_per_prompt` completions for `prompts_per_group` held-out prompts
+  (split == "eval") of every group; the same prompts and the same seeds for every
+  policy, so sample j of prompt i is paired across policies (common random numbers);
+  system prompt and default max_new_tokens come from the shared `policy` section (an
+  algorithm's overrides are not applied: every policy is sampled the same way);
+- scores them with the judge training never saw (pgrpo.judge) and the learned reward
+  model (models/reward); without a judge (file source) the learned reward stands in;
+- drift: KL(policy || base) on the policy's own completions, k3 estimator per token
+  (exp(d) - d - 1 with d = log p_base - log p_policy, unbiased and >= 0 per sample),
+  averaged over completion tokens, both at the sampling temperature;
+- capability proxy: mean token log-likelihood of pgrpo/data/neutral.txt (fixed,
+  non-personalized English) minus the base model's; negative = forgetting;
+- learning efficiency from models/policy/<alg>/metrics.jsonl (train/reward/<group>).
+
+Per group: judge reward with a prompt-clustered bootstrap CI, win rate against the base
+(paired, ties 0.5), learned reward, and the learned-vs-judge gap: gain over the base
+under the learned reward minus gain under the judge, each in units of that score's SD
+over all evaluated samples of the group (pooled over the policies). Near 0: the reward
+model's improvement is real; large and positive: the policy pleases the reward model
+more than the user (reward hacking).
+
+Outputs (reports_dir, all or nothing): metrics.json, report.md, curves.csv (step,
+algorithm, group, reward), samples.jsonl (every scored completion),
+figures/group_rewards.png, figures/final_rewards.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import Field, ValidationError
+from tqdm.auto import tqdm
+
+from pgrpo import paths
+from pgrpo.config import (
+    PolicyConfig,
+    Section,
+    add_config_args,
+    config_overrides,
+    load_section,
+    read_params,
+)
+from pgrpo.io import atomic_outputs, read_table, write_json
+from pgrpo.judge import judge_kind, judge_scores
+from pgrpo.metrics import (
+    learning_efficiency,
+    majority_group,
+    policy_summaries,
+    reward_curve,
+    steps_key,
+)
+from pgrpo.models import load_policy
+from pgrpo.prompts import PromptSet, load_prompts
+from pgrpo.rollout import batched_logprobs, generate, token_logprobs
+from pgrpo.trainer import derived_seed
+
+NEUTRAL_TEXT = Path(__file__).parent / "data" / "neutral.txt"
+OUTPUTS = ["metrics.json", "report.md", "curves.csv", "samples.jsonl",
+           "figures/group_rewards.png", "figures/final_rewards.png"]
+
+
+class EvalConfig(Section):
+    """Evaluation of the trained policies (params.yaml section `evaluate`)."""
+
+    prompts_per_group: int = Field(
+        8, ge=1, description="held-out prompts per group (seeded draw; fewer if fewer exist)")
+    samples_per_prompt: int = Field(4, ge=1, description="completions per prompt and policy")
+    max_new_tokens: int | None = Field(None, ge=1, description="None = the policy section's")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (KL is measured at it)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; the KL assumes 1.0")
+    seed: int = Field(123, description="prompt draw and sampling seeds, shared by every policy")
+    n_boot: int = Field(1000, ge=1, description="bootstrap resamples for the CIs")
+    ci_level: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
+    convergence_fraction: float = Field(
+        0.9, gt=0, le=1, description="steps-to-fraction: share of the training reward gain")
+    smooth_window: int = Field(3, ge=1, description="running-mean window of the training curves")
+    batch_size: int = Field(
+        16, ge=1, description="sequences per forward (sampling, KL, likelihood, reward model)")
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
+    neutral_text: str | None = Field(
+        None, description="text file, one passage a line; None = pgrpo/data/neutral.txt")
+
+
+# ------------------------------------------------------------------ inputs
+
+def _need(path: Path, what: str, stage: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: {what}, written by the {stage} stage "
+                                f"(python -m pgrpo.pipeline {stage.split()[0]})")
+    return path
+
+
+def check_inputs(processed_dir: Path, reward_dir: Path, policy_root: Path,
+                 algorithms: list[str]) -> None:
+    """Every input exists, before anything is loaded or written."""
+    if not algorithms:
+        raise ValueError("no algorithms to evaluate (params.yaml section `algorithms` is empty)")
+    for name, stage in [("prompts.parquet", "prepare"), ("judge.parquet", "prepare"),
+                        ("groups.parquet", "assign_groups")]:
+        _need(processed_dir / name, "an input table", stage)
+    _need(reward_dir / "config.json", "the learned reward model", "train_reward")
+    for alg in algorithms:
+        stage = f"train_policy --algorithm {alg}"
+        _need(policy_root / alg / "model" / "config.json", f"the policy of {alg!r}", stage)
+        _need(policy_root / alg / "metrics.jsonl", f"the training metrics of {alg!r}", stage)
+
+
+def eval_prompts(prompts_path: Path, groups_path: Path, per_group: int, seed: int) -> PromptSet:
+    """Up to `per_group` held-out prompts of every group: a seeded draw per group, fixed order."""
+    ps = load_prompts(str(prompts_path), seed, groups_path, split="eval")
+    order = np.argsort([m["prompt_id"] for m in ps.metadata], kind="stable")  # not file order
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for gid in range(len(ps.group_names)):
+        rows = [int(i) for i in order if int(ps.group_ids[i]) == gid]
+        if len(rows) > per_group:
+            rows = sorted(rng.choice(rows, per_group, replace=False).tolist(), key=rows.index)
+        chosen += rows
+    return ps.subset(chosen)
+
+
+def _device(name: str) -> torch.device:
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                        "cpu" if name == "auto" else name)
+
+
+def read_neutral(path: str | Path | None) -> list[str]:
+    path = Path(path) if path else NEUTRAL_TEXT
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError(f"neutral text {path} is empty")
+    return lines
+
+
+# ------------------------------------------------------------------ model measurements
+
+@torch.no_grad()
+def neutral_loglik(model, tokenizer, lines: list[str], batch_size: int) -> float:
+    """Mean log-likelihood (nats) per token of `lines`, each token given those before it
+    (the first token of a line is context only), pooled over every scored token."""
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    for i in range(0, len(lines), batch_size):
+        enc = tokenizer(lines[i:i + batch_size], return_tensors="pt", padding=True,
+                        padding_side="right", add_special_tokens=False).to(device)
+        # prompt_len=1: with right padding, tokens 1.. are "completion"; padding is masked below.
+        logp, _ = token_logprobs(model, enc["input_ids"], enc["attention_mask"], 1)
+        mask = enc["attention_mask"][:, 1:].float()
+        total += float((logp * mask).sum())
+        count += int(mask.sum())
+    return total / max(count, 1)
+
+
+def k3_kl(logp_policy: torch.Tensor, logp_base: torch.Tensor,
+          mask: torch.Tensor) -> tuple[float, int]:
+    """(sum over masked tokens of exp(d) - d - 1 with d = logp_base - logp_policy, token count)."""
+    d = (logp_base - logp_policy).double()
+    k3 = (torch.exp(d) - d - 1) * mask
+    return float(k3.sum()), int(mask.sum())
+
+
+def run_policy(model, tokenizer, base, prompts: PromptSet, cfg: EvalConfig,
+               policy: PolicyConfig) -> tuple[list[str], float | None]:
+    """Sample every prompt's completions (seeded per chunk, identical for every policy); with
+    `base`, also the k3 KL to it on those completions. Returns (completions, kl per token)."""
+    g, per_call = cfg.samples_per_prompt, max(1, cfg.batch_size // cfg.samples_per_prompt)
+    completions, kl_sum, kl_tokens = [], 0.0, 0
+    for k, start in enumerate(range(0, len(prompts), per_call)):
+        torch.manual_seed(derived_seed(cfg.seed, k))
+        chunk = prompts.prompts[start:start + per_call]
+        ro = generate(model, tokenizer, chunk, g,
+                      max_new_tokens=cfg.max_new_tokens or policy.max_new_tokens,
+                      temperature=cfg.temperature, top_p=cfg.top_p,
+                      system_prompt=policy.system_prompt)
+        completions += ro.completions
+        if base is not None:
+            lp = batched_logprobs(model, ro, cfg.temperature, cfg.batch_size)
+            lb = batched_logprobs(base, ro, cfg.temperature, cfg.batch_size)
+            s, n = k3_kl(lp, lb, ro.completion_mask.float())
+            kl_sum, kl_tokens = kl_sum + s, kl_tokens + n
+    return completions, (kl_sum / max(kl_tokens, 1) if base is not None else None)
+
+
+# ------------------------------------------------------------------ the stage
+
+def score_policies(cfg: EvalConfig, policy: PolicyConfig, names: list[str], policy_root: Path,
+                   prompts: PromptSet, judge, reward_fn) -> tuple[dict, dict, list[dict]]:
+    """Sample and score every policy ("base" = policy.model). Returns (scores per policy for
+    pgrpo.metrics.policy_summaries, {policy: kl_to_base, neutral_loglik}, sample rows)."""
+    g, kind, lines = cfg.samples_per_prompt, judge_kind(judge), read_neutral(cfg.neutral_text)
+    device = _device(cfg.device)
+    users = [m["user_id"] for m in prompts.metadata for _ in range(g)]
+    group_ids = prompts.group_ids.repeat_interleave(g)
+    base_model, base_tok = load_policy(policy.model)
+    base_model.to(device).eval()
+    scores, extra, samples = {}, {}, []
+    for name in tqdm(names, desc="evaluate policies", dynamic_ncols=True):
+        model, tok = (base_model, base_tok) if name == "base" else \
+            load_policy(str(policy_root / name / "model"))
+        model.to(device).eval()
+        completions, kl = run_policy(model, tok, None if name == "base" else base_model, prompts,
+                                     cfg, policy)
+        learned = reward_fn([p for p in prompts.prompts for _ in range(g)], completions, group_ids,
+                            None).double().numpy()
+        judged = judge_scores(judge, users, completions) if kind else None
+        scores[name] = {"judge": judged, "learned": learned}
+        extra[name] = {"kl_to_base": 0.0 if name == "base" else kl,
+                       "neutral_loglik": neutral_loglik(model, tok, lines, cfg.batch_size)}
+        samples += [{"policy": name, "prompt_id": prompts.metadata[i // g]["prompt_id"],
+                     "user_id": users[i], "group": prompts.group_names[int(group_ids[i])],
+                     "sample": i % g, "completion": c, "learned": float(learned[i]),
+                     "judge": None if judged is None else float(judged[i])}
+                    for i, c in enumerate(completions)]
+        del model
+    return scores, extra, samples
+
+
+def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
+             processed_dir: str | Path = paths.PROCESSED,
+             reward_dir: str | Path = paths.MODELS / "reward",
+             policy_root: str | Path = paths.MODELS / "policy",
+             reports_dir: str | Path = paths.REPORTS) -> dict:
+    """Evaluate the base policy and every algorithm's; write OUTPUTS; return metrics.json's dict."""
+    from pgrpo.reward_model import GroupRewardFn
+    from pgrpo.tracking import read_metrics
+
+    processed_dir, reward_dir = Path(processed_dir), Path(reward_dir)
+    policy_root, reports_dir = Path(policy_root), Path(reports_dir)
+    algorithms = list(dict.fromkeys(algorithms))
+    if "base" in algorithms:
+        raise ValueError("'base' names the untrained model in the report; rename that algorithm")
+    check_inputs(processed_dir, reward_dir, policy_root, algorithms)
+    groups_path = processed_dir / "groups.parquet"
+    counts = read_table(groups_path)["group"].astype(str).value_counts()
+    # Largest group first (the majority), as groups are named and reported everywhere.
+    sizes = {g: int(counts[g]) for g in sorted(counts.index, key=lambda g: (-counts[g], g))}
+    prompts = eval_prompts(processed_dir / "prompts.parquet", groups_path, cfg.prompts_per_group,
+                           cfg.seed)
+    judge = read_table(processed_dir / "judge.parquet")
+    reward_fn = GroupRewardFn(reward_dir, prompts.group_names, _device(cfg.device),
+                              batch_size=cfg.batch_size)
+    scores, extra, samples = score_policies(cfg, policy, ["base", *algorithms], policy_root,
+                                            prompts, judge, reward_fn)
+
+    group_of = np.array([s["group"] for s in samples if s["policy"] == "base"])
+    clusters = np.repeat(np.arange(len(prompts)), cfg.samples_per_prompt)
+    summary = policy_summaries(scores, group_of, clusters, sizes, cfg.n_boot, cfg.ci_level,
+                               cfg.seed)
+    curves = {alg: read_metrics(policy_root / alg / "metrics.jsonl") for alg in algorithms}
+    for name, s in summary.items():
+        s.update(extra[name], neutral_loglik_delta=extra[name]["neutral_loglik"]
+                 - extra["base"]["neutral_loglik"])
+        if name != "base":
+            eff = learning_efficiency(curves[name], list(sizes), cfg.convergence_fraction,
+                                      cfg.smooth_window)
+            for grp, r in s["groups"].items():
+                r.update(eff[grp])
+    kind = judge_kind(judge)
+    results = {
+        "judge": kind or "none",
+        "groups": sizes, "majority_group": majority_group(sizes),
+        "eval_prompts": {grp: int((prompts.group_ids == i).sum())
+                         for i, grp in enumerate(prompts.group_names)},
+        "settings": {**cfg.model_dump(), "model": policy.model,
+                     "max_new_tokens": cfg.max_new_tokens or policy.max_new_tokens,
+                     "steps_key": steps_key(cfg.convergence_fraction)},
+        "base": summary.pop("base"), "algorithms": summary,
+    }
+    write_outputs(reports_dir, results, curves, samples, cfg.smooth_window)
+    return results
+
+
+def write_outputs(reports_dir: Path, results: dict, curves: dict[str, list[dict]],
+                  samples: list[dict], smooth_window: int) -> None:
+    """Every file of OUTPUTS, all or nothing."""
+    from pgrpo.plots import plot_final_rewards, plot_group_rewards
+    from pgrpo.report import render_report
+
+    sizes = results["groups"]
+    with atomic_outputs(*(reports_dir / name for name in OUTPUTS)) as (m, r, c, s, g_png, f_png):
+        write_json(m, results)
+        r.write_text(render_report(results), encoding="utf-8")
+        write_curves(c, curves, list(sizes))
+        with s.open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in samples)
+        plot_group_rewards(curves, sizes, g_png, smooth_window)
+        bars = {"base": results["base"]["groups"],
+                **{a: v["groups"] for a, v in results["algorithms"].items()}}
+        score = "judge reward" if results["judge"] != "none" else "learned reward"
+        level = round(results["settings"]["ci_level"] * 100)
+        plot_final_rewards(bars, sizes, f_png, ylabel=score, title="Per-group reward of the final "
+                           f"policies ({level}% bootstrap CI over prompts)")
+
+
+def write_curves(path: Path, curves: dict[str, list[dict]], groups: list[str]) -> None:
+    """Tidy per-step training rewards: step, algorithm, group, reward (for `dvc plots`)."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "algorithm", "group", "reward"])
+        for alg, rows in curves.items():
+            for grp in groups:
+                for step, value in zip(*reward_curve(rows, grp)):
+                    w.writerow([int(step), alg, grp, repr(value)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="evaluate trained policies against the base model",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--params", default="params.yaml",
+                        help="params file (sections evaluate, policy, algorithms)")
+    parser.add_argument("--algorithms", default=None,
+                        help="comma-separated; default: the keys of the `algorithms` section")
+    parser.add_argument("--processed_dir", default=str(paths.PROCESSED))
+    parser.add_argument("--reward_dir", default=str(paths.MODELS / "reward"))
+    parser.add_argument("--policy_root", default=str(paths.MODELS / "policy"))
+    parser.add_argument("--reports_dir", default=str(paths.REPORTS))
+    add_config_args(parser, EvalConfig)
+    args = parser.parse_args(argv)
+    overrides = config_overrides(args, EvalConfig)
+    try:
+        if Path(args.params).exists():
+            cfg = load_section(args.params, "evaluate", EvalConfig, overrides)
+            policy = load_section(args.params, "policy", PolicyConfig)
+            listed = list(read_params(args.params).get("algorithms") or {})
+        else:
+            cfg, policy, listed = EvalConfig(**overrides), PolicyConfig(), []
+    except (ValueError, ValidationError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    algorithms = args.algorithms.split(",") if args.algorithms else listed
+    try:
+        results = evaluate(cfg, policy, algorithms, args.processed_dir, args.reward_dir,
+                           args.policy_root, args.reports_dir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({a: {"mean_reward": r["mean_reward"], "worst_group": r["worst_group"]}
+                      for a, r in results["algorithms"].items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

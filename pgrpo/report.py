@@ -1,0 +1,159 @@
+"""The markdown evaluation report (reports/report.md), rendered from metrics.json's dict.
+
+    from pgrpo.report import render_report
+    text = render_report(json.load(open("reports/metrics.json")))
+
+Sections: headline table (one row per policy), per-group reward with every policy side
+by side, per-group details, figures, and a plain-English reading generated from the
+numbers. The reading states what the intervals show and no more: intervals are per
+policy (not of the difference), so overlap does not prove "no difference", and disjoint
+intervals from a handful of prompts are a hint, not a result.
+"""
+
+from __future__ import annotations
+
+# learned gain - judge gain (in SD units) above which the reading flags a group.
+HACKING_SD = 1.0
+# Neutral-text log-likelihood changes smaller than this (nats/token) read as "unchanged".
+LOGLIK_NOISE = 0.01
+
+
+def fmt(x, digits: int = 3, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(x)
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def ci(r: dict) -> str:
+    """'reward [lo, hi]' of one group entry."""
+    if r.get("reward") is None:
+        return "–"
+    return f"{fmt(r['reward'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+
+
+def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """A markdown table: the first `left` columns are names (left-aligned), the rest numbers."""
+    rule = "|" + "|".join(["---"] * left + ["---:"] * (len(header) - left)) + "|"
+    return ["| " + " | ".join(header) + " |", rule] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _disjoint(a: dict, b: dict) -> bool:
+    return a["ci_low"] > b["ci_high"] or b["ci_low"] > a["ci_high"]
+
+
+def _listed(names: list[str]) -> str:
+    return f" ({', '.join(names)})" if names else ""
+
+
+def reading(results: dict) -> list[str]:
+    """Sentences that say what the numbers show, each with its caveat."""
+    algs, base, s = results["algorithms"], results["base"], results["settings"]
+    groups = [g for g, n in results["eval_prompts"].items() if n > 0]
+    score = "judge reward" if results["judge"] != "none" else "learned reward"
+    out = []
+    for alg, r in algs.items():
+        if r["mean_reward"] is None:
+            continue
+        above = [g for g in groups if r["groups"][g]["reward"] > base["groups"][g]["reward"]]
+        sure = [g for g in above if _disjoint(r["groups"][g], base["groups"][g])]
+        delta = fmt(r["mean_reward"] - base["mean_reward"], signed=True)
+        out.append(
+            f"**{alg}** vs the base model: mean {score} over groups {fmt(r['mean_reward'])} vs "
+            f"{fmt(base['mean_reward'])} ({delta}); higher in {len(above)} of {len(groups)} "
+            "groups, "
+            f"with intervals clear of the base's in {len(sure)}{_listed(sure)}; overall win rate "
+            f"{fmt(r['win_rate'])} (0.5 = no better than the base).")
+    names = list(algs)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            ra, rb = algs[a], algs[b]
+            a_wins = [g for g in groups if ra["groups"][g]["reward"] > rb["groups"][g]["reward"]]
+            sure = [g for g in groups if _disjoint(ra["groups"][g], rb["groups"][g])]
+            verdict = "." if sure else ", so this evaluation cannot tell them apart in any group."
+            out.append(
+                f"**{a}** vs **{b}**: {a} is higher in {len(a_wins)} of {len(groups)} groups; the "
+                f"intervals are disjoint in {len(sure)}{_listed(sure)}{verdict} Worst group: "
+                f"{ra['worst_group']} ({fmt(ra['worst_group_reward'])}) vs {rb['worst_group']} "
+                f"({fmt(rb['worst_group_reward'])}); minority-majority gap "
+                f"{fmt(ra['minority_majority_gap'], signed=True)} vs "
+                f"{fmt(rb['minority_majority_gap'], signed=True)}.")
+    for alg, r in algs.items():
+        d = r["neutral_loglik_delta"]
+        ll = ("essentially unchanged" if abs(d) < LOGLIK_NOISE else
+              "higher (no sign of forgetting)" if d > 0 else
+              "lower: some loss of general language modelling")
+        hacked = [g for g in groups if (r["groups"][g]["reward_gap"] or 0) > HACKING_SD]
+        text = (f"**{alg}** drifted {fmt(r['kl_to_base'], 4)} nats/token from the base (KL on its "
+                f"own samples); its log-likelihood of the neutral text is {ll} "
+                f"({fmt(d, 4, signed=True)} nats/token).")
+        if hacked:
+            text += (f" In {', '.join(hacked)} its learned reward rose more than {HACKING_SD:g} SD "
+                     "beyond the judge's gain: possible reward hacking, read those completions in "
+                     "samples.jsonl.")
+        out.append(text)
+    empty = [g for g, n in results["eval_prompts"].items() if n == 0]
+    if empty:
+        out.append(f"Groups without held-out prompts (not evaluated): {', '.join(empty)}.")
+    out.append(
+        f"Caveat: at most {s['prompts_per_group']} prompts x {s['samples_per_prompt']} samples per "
+        "group and policy; intervals resample whole prompts and are per policy, so overlapping "
+        "intervals do not show that policies are equal, only that this evaluation cannot separate "
+        "them.")
+    return out
+
+
+def render_report(results: dict) -> str:
+    s, sizes = results["settings"], results["groups"]
+    pols = {"base": results["base"], **results["algorithms"]}
+    key, pct = s["steps_key"], s["steps_key"].rsplit("_", 1)[-1]
+    score = (f"judge reward ({results['judge']})" if results["judge"] != "none" else
+             "learned reward. This data has no judge (file source), so every reward below is the "
+             "reward model's own score and cannot reveal reward hacking")
+    intro = (f"Base model `{s['model']}`; {len(results['algorithms'])} trained algorithm(s). "
+             f"Score: {score}. Held-out prompts (split = eval): up to {s['prompts_per_group']} per "
+             f"group, {s['samples_per_prompt']} samples each, temperature {s['temperature']}, at "
+             f"most {s['max_new_tokens']} new tokens, seed {s['seed']}; the same prompts and "
+             f"sampling seeds for every policy. Intervals: {round(s['ci_level'] * 100)}% bootstrap "
+             f"over prompts ({s['n_boot']} resamples).")
+    headline_note = (
+        f"Mean reward: unweighted mean over groups. Minority-majority gap: the majority group "
+        f"({results['majority_group']}) minus the mean of the other groups (positive = minorities "
+        "served worse). Neutral log-lik Δ: mean token log-likelihood of fixed non-personalized "
+        "text minus the base model's (negative = forgetting).")
+    details_note = (
+        "Win rate: share of paired samples (same prompt, same seed) that beat the base, ties 0.5. "
+        "Learned-vs-judge gap: gain over the base under the reward model minus gain under the "
+        "judge, each in SD units of that score (positive = the reward model is more impressed "
+        "than the user: reward hacking shows here).")
+    efficiency_note = (
+        f"Steps to {pct}%: first training step at which the running mean (window "
+        f"{s['smooth_window']}) of the group's batch reward reaches {pct}% of its gain from the "
+        "first step to the end; – = the curve did not improve. Training AUC: mean training "
+        "reward over the run (trapezoid / steps). Both read the learned reward on training batches "
+        "(metrics.jsonl).")
+
+    lines = ["# Evaluation report", "", intro, "", "## Headline", ""]
+    lines += _table(
+        ["policy", "mean reward", "worst group", "minority-majority gap", "win rate vs base",
+         "KL to base (nats/token)", "neutral log-lik Δ"],
+        [[n, fmt(r["mean_reward"]), f"{r['worst_group'] or '–'} ({fmt(r['worst_group_reward'])})",
+          fmt(r["minority_majority_gap"], signed=True), fmt(r["win_rate"]),
+          fmt(r["kl_to_base"], 4), fmt(r["neutral_loglik_delta"], 4, signed=True)]
+         for n, r in pols.items()])
+    lines += ["", headline_note, "", "## Reward per group", ""]
+    lines += _table(["group", "users", "eval prompts", *pols],
+                    [[g, str(n), str(results["eval_prompts"].get(g, 0)),
+                      *[ci(r["groups"][g]) for r in pols.values()]] for g, n in sizes.items()])
+    lines += ["", "## Per-group details", "", details_note, ""]
+    rows = [[g, n, ci(x), fmt(x["win_rate"]), fmt(x["learned_reward"]),
+             fmt(x["reward_gap"], signed=True), fmt(x.get(key)), fmt(x.get("auc"))]
+            for g in sizes for n, r in results["algorithms"].items() for x in [r["groups"][g]]]
+    lines += _table(["group", "algorithm", "reward [CI]", "win rate", "learned reward",
+                     "learned-vs-judge gap", f"steps to {pct}%", "training AUC"], rows, left=2)
+    lines += ["", efficiency_note, "", "## Figures", "",
+              "![Per-group training reward](figures/group_rewards.png)", "",
+              "![Final per-group reward](figures/final_rewards.png)", "", "## Reading", ""]
+    lines += [f"- {t}" for t in reading(results)]
+    return "\n".join(lines) + "\n"
