@@ -50,7 +50,7 @@ def test_prompt_tables_load_and_bad_rows_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"prompt row 1: missing or empty 'prompt'"):
         load_prompts(str(f))
     (tmp_path / "p.txt").write_text("x")
-    with pytest.raises(ValueError, match="expected .jsonl"):
+    with pytest.raises(ValueError, match=r"p.txt: expected .parquet, .csv or .jsonl"):
         load_prompts(str(tmp_path / "p.txt"))
 
 
