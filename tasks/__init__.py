@@ -1,5 +1,23 @@
-"""Prefect tasks, one thin task per pipeline stage, each calling the stage function in pgrpo/.
+"""Prefect tasks, one thin task per pipeline stage (tasks/stages.py), each calling
+pgrpo.pipeline.run_stage: the same function `dvc repro` runs through the CLI.
 
-Kept separate from the library so that `pgrpo` imports without Prefect (the GPU
-machines have no MLOps stack). The tasks arrive with the pipeline issue.
+Kept outside the library so that `pgrpo` imports without Prefect (the GPU machines
+have no MLOps stack). The flow that chains them: flows/pipeline.py.
+
+    from tasks import prepare, train_policy
+    prepare.fn("params.yaml")                     # no Prefect run, just the stage
 """
+
+from tasks.stages import (
+    STAGES,
+    ProgressLogger,
+    assign_groups,
+    evaluate,
+    prepare,
+    stage_cache_key,
+    train_policy,
+    train_reward,
+)
+
+__all__ = ["STAGES", "ProgressLogger", "assign_groups", "evaluate", "prepare", "stage_cache_key",
+           "train_policy", "train_reward"]

@@ -1,0 +1,249 @@
+"""The Prefect flow `pgrpo-pipeline`: every stage of dvc.yaml as a visible task run.
+
+    python -m flows.pipeline                                  # params.yaml, as `dvc repro`
+    python -m flows.pipeline --steps 2 --algorithms pgrpo     # overrides: see below
+    python -c "from flows.pipeline import pipeline; pipeline('configs/smoke.yaml')"
+    python -m flows.serve          # a deployment to trigger from the UI (scripts/ui.sh start)
+
+    prepare -> assign_groups -> train_reward -> train_policy (one per algorithm) -> evaluate
+
+The flow body runs inside one MLflow parent run (pgrpo.mlflow_tracking.pipeline_run);
+every task's run_stage attaches its child run to it.
+
+DVC and Prefect never disagree:
+- without overrides (every knob None, or equal to the params file's value) the stages
+  run on the params file itself, and if that is params.yaml in a DVC repo (dvc.yaml +
+  .dvc/ in the working directory) each finished stage is recorded with
+  `dvc commit -f <stage>`: afterwards `dvc status` reports the pipeline up to date, as
+  after `dvc repro`. Another params file (configs/smoke.yaml) is never committed: dvc.yaml
+  describes params.yaml;
+- with overrides the stages run on an effective params file (a temp file, kept as the
+  `pgrpo-flow-params` artifact and in the MLflow parent run) and nothing is committed
+  to DVC: the outputs then differ from what params.yaml describes, and `dvc status`
+  says so. To make an override permanent, edit params.yaml (or `dvc exp run -S`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pgrpo.config import read_params
+from tasks import stages
+
+# One definition per knob: the flow's signature (the UI form) and PipelineParams share it.
+ParamsFile = Annotated[str, Field(min_length=1, description=(
+    "params file with one section per stage, relative to the repo root"))]
+Algorithms = Annotated[list[str] | None, Field(min_length=1, description=(
+    "algorithms to train and evaluate: keys of the params file's `algorithms` section; "
+    "empty = all of them"))]
+Steps = Annotated[int | None, Field(ge=1, description=(
+    "policy.steps (optimizer rounds per algorithm); empty = the params file's"))]
+LearningRate = Annotated[float | None, Field(gt=0, lt=1, description=(
+    "policy.lr (AdamW learning rate of the policy); empty = the params file's"))]
+GroupMethod = Annotated[Literal["label", "cluster", "random"] | None, Field(description=(
+    "assign_groups.method: given labels, clustering, or random groups (the ablation); "
+    "empty = the params file's"))]
+Seed = Annotated[int | None, Field(ge=0, description=(
+    "seed of prepare, assign_groups, reward and policy (evaluate keeps its own, so every "
+    "run is judged on the same draw); empty = the params file's"))]
+RefreshCache = Annotated[bool, Field(description=(
+    "run every stage even if its params and input files are unchanged since a cached run"))]
+RunName = Annotated[str | None, Field(description=(
+    "name of the MLflow parent run; empty = prefect-<flow run name>"))]
+
+
+class PipelineParams(BaseModel):
+    """The flow's parameters, validated (also what the Prefect UI form shows)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    params_file: ParamsFile = "params.yaml"
+    algorithms: Algorithms = None
+    steps: Steps = None
+    lr: LearningRate = None
+    group_method: GroupMethod = None
+    seed: Seed = None
+    refresh_cache: RefreshCache = False
+    run_name: RunName = None
+
+    def effective(self) -> dict[str, Any]:
+        """The params file with the knobs applied; a clear error for an unknown algorithm."""
+        path = Path(self.params_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"params file {path} does not exist "
+                                    f"(working directory {Path.cwd()})")
+        params = read_params(path)
+        out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items()}
+        if self.algorithms is not None:
+            known = out.get("algorithms") or {}
+            unknown = [a for a in self.algorithms if a not in known]
+            if unknown:
+                raise ValueError(f"algorithms {unknown} are not in {path} section `algorithms` "
+                                 f"(listed: {sorted(known)})")
+            out["algorithms"] = {a: known[a] for a in dict.fromkeys(self.algorithms)}
+        sets = {"policy.steps": self.steps, "policy.lr": self.lr,
+                "assign_groups.method": self.group_method,
+                **{f"{s}.seed": self.seed for s in ("prepare", "assign_groups", "reward", "policy")}}
+        for dotted, value in sets.items():
+            if value is not None:
+                section, key = dotted.split(".")
+                out[section] = {**(out.get(section) or {}), key: value}
+        return out
+
+
+def effective_params_file(p: PipelineParams) -> tuple[str, bool]:
+    """(file the stages run on, overridden?): the params file itself if nothing changes."""
+    effective = p.effective()
+    if effective == read_params(p.params_file):
+        return p.params_file, False
+    fd, tmp = tempfile.mkstemp(prefix="pgrpo-flow-params-", suffix=".yaml")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"# {p.params_file} with the flow's overrides (flows/pipeline.py)\n")
+        yaml.safe_dump(effective, f, sort_keys=False)
+    return tmp, True
+
+
+def check_params(params_file: str) -> list[str]:
+    """Validate every stage's config before any stage runs; returns the algorithms."""
+    from pgrpo.pipeline import _configs  # run_stage's own loading: one source of truth
+
+    algorithms = list(read_params(params_file).get("algorithms") or {})
+    if not algorithms:
+        raise ValueError(f"{params_file}: section `algorithms` is empty: nothing to train")
+    for stage in stages.STAGES:
+        for alg in (algorithms if stage == "train_policy" else [None]):
+            _configs(stage, Path(params_file), alg)
+    return algorithms
+
+
+# --------------------------------------------------------------------------- DVC
+
+def is_dvc_repo(cwd: Path | None = None) -> bool:
+    cwd = cwd or Path.cwd()
+    return (cwd / "dvc.yaml").is_file() and (cwd / ".dvc").is_dir()
+
+
+def _dvc(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True,
+                          check=False)
+    if done.returncode:
+        raise RuntimeError(f"dvc {' '.join(args)} failed ({done.returncode}):\n"
+                           f"{done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def dvc_commit_wanted(params_file: str, overridden: bool) -> tuple[bool, str]:
+    """Commit to DVC only what dvc.yaml describes: params.yaml (its params file), unchanged."""
+    if overridden:
+        return False, "overrides: outputs not committed to DVC"
+    if not is_dvc_repo():
+        return False, "not a DVC repo: nothing committed"
+    if Path(params_file).resolve() != (Path.cwd() / "params.yaml").resolve():
+        return False, f"{params_file} is not dvc.yaml's params.yaml: outputs not committed to DVC"
+    return True, "each stage recorded with dvc commit"
+
+
+def dvc_stage_names() -> set[str]:
+    return set(_dvc("stage", "list", "--name-only").split())
+
+
+def dvc_commit(stage: str, algorithm: str | None, names: set[str]) -> str | None:
+    """`dvc commit -f` the stage (foreach/matrix: <stage>@<algorithm>); None if dvc.yaml lacks it."""
+    target = f"{stage}@{algorithm}" if algorithm else stage
+    if target not in names:
+        return None
+    _dvc("commit", "-f", "-q", target)
+    return target
+
+
+# --------------------------------------------------------------------------- the flow
+
+def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = None,
+             steps: Steps = None, lr: LearningRate = None, group_method: GroupMethod = None,
+             seed: Seed = None, refresh_cache: RefreshCache = False,
+             run_name: RunName = None) -> dict[str, Any]:
+    """P-GRPO pipeline: prepare, assign_groups, train_reward, train_policy per algorithm, evaluate.
+
+    Knobs left empty keep the params file's values. With any override the stages run
+    on an effective copy of the params file and DVC is not told (dvc status then shows
+    the outputs as changed); without overrides each stage is `dvc commit`ed.
+    """
+    from prefect.runtime import flow_run
+
+    from pgrpo.config import load_section
+    from pgrpo.mlflow_tracking import TrackingConfig, pipeline_run
+
+    log = get_run_logger()
+    p = PipelineParams(params_file=params_file, algorithms=algorithms, steps=steps, lr=lr,
+                       group_method=group_method, seed=seed, refresh_cache=refresh_cache,
+                       run_name=run_name)
+    path, overridden = effective_params_file(p)
+    try:
+        algs = check_params(path)
+        create_markdown_artifact(
+            f"## parameters ({'overrides of ' if overridden else ''}{p.params_file})\n\n"
+            f"```yaml\n{Path(path).read_text(encoding='utf-8')}```", key="pgrpo-flow-params",
+            description="the params file the stages ran on")
+        commit, why = dvc_commit_wanted(p.params_file, overridden)
+        names = dvc_stage_names() if commit else None
+        log.info("stages run on %s; %s", path, why)
+        track = load_section(path, "tracking", TrackingConfig)
+        results: dict[str, Any] = {}
+        with pipeline_run(track, path, p.run_name or f"prefect-{flow_run.get_name()}"):
+            plan = [("prepare", None), ("assign_groups", None), ("train_reward", None),
+                    *(("train_policy", a) for a in algs), ("evaluate", None)]
+            for stage, alg in plan:
+                t = getattr(stages, stage)
+                # Outputs deleted or rewritten since the cached run: run it again.
+                if p.refresh_cache or not stages.cache_usable(stage, path, alg):
+                    t = t.with_options(refresh_cache=True)
+                kwargs = {"algorithm": alg} if alg else {}
+                results[f"{stage}/{alg}" if alg else stage] = t(params_file=path, **kwargs)
+                stages.record_outputs(stage, path, alg)
+                if names is not None and not dvc_commit(stage, alg, names):
+                    log.warning("dvc.yaml has no stage %s%s: not recorded in DVC", stage,
+                                f"@{alg}" if alg else "")
+        return results
+    finally:
+        if overridden:
+            Path(path).unlink(missing_ok=True)
+
+
+# Prefect takes parameter descriptions from the docstring (over Annotated Field ones):
+# generate its Args section from the one definition, then make the function a flow.
+pipeline.__doc__ += "\n    Args:\n" + "".join(f"        {name}: {field.description}\n"
+                                               for name, field in PipelineParams.model_fields.items())
+pipeline = flow(name="pgrpo-pipeline", log_prints=True)(pipeline)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="run the pgrpo-pipeline flow once, here")
+    for name, field in PipelineParams.model_fields.items():
+        if field.annotation is bool:
+            parser.add_argument(f"--{name}", action="store_true", help=field.description)
+            continue
+        kind = {"algorithms": lambda s: s.split(","), "params_file": str, "run_name": str}.get(name)
+        parser.add_argument(f"--{name}", type=kind or yaml.safe_load, default=field.default,
+                            help=field.description)
+    args = vars(parser.parse_args(argv))
+    try:
+        PipelineParams(**args)
+    except ValidationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    pipeline(**args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

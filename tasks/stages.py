@@ -1,0 +1,364 @@
+"""One thin Prefect task per pipeline stage; each calls pgrpo.pipeline.run_stage.
+
+    from tasks.stages import prepare, assign_groups, train_reward, train_policy, evaluate
+    metrics = prepare.fn("params.yaml")                 # the bare function, no Prefect run
+    key = stage_cache_key("train_policy", "params.yaml", "pgrpo")
+
+What a task adds to run_stage (which does the work and the MLflow child run):
+- a cache key: sha256 of the stage's params sections (+ algorithm) and of the content
+  of its input files (paths and hashes only, never DataFrames). Unchanged params and
+  inputs reuse the cached result, but only while the outputs on disk are the ones that
+  run left (cache_usable / record_outputs; the flow refreshes the cache otherwise): a
+  deleted model, or one rewritten by `dvc repro` with other params, is rebuilt.
+- retries where they can help: the training stages and evaluate retry once on errors
+  that can be transient (out of memory, a locked store, a killed worker); a bad config
+  or missing input (ValueError, FileNotFoundError, ...) fails at once. train_policy
+  resumes from its last checkpoint on retry (PolicyConfig.resume).
+- a markdown / table artifact of what the stage produced (rows and group sizes,
+  reward-model accuracy per group, per-group training and evaluation rewards) and a
+  progress artifact for train_policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from pgrpo import paths
+from pgrpo.config import policy_config, read_params
+from pgrpo.pipeline import STAGES, run_stage  # the lead's runner: config, stage, MLflow
+
+# params.yaml sections each stage reads (contract.md); "algorithms.<alg>" = that entry.
+SECTIONS = {"prepare": ["prepare"], "assign_groups": ["assign_groups"], "train_reward": ["reward"],
+            "train_policy": ["policy", "algorithms.{algorithm}"],
+            "evaluate": ["evaluate", "policy", "algorithms"]}
+NOT_TRANSIENT = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError,
+                 NotImplementedError, ImportError)
+
+
+# --------------------------------------------------------------------------- cache key
+
+_hash_memo: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256: models hash once
+
+
+def file_sha256(path: Path) -> str:
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _hash_memo:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _hash_memo[memo] = h.hexdigest()
+    return _hash_memo[memo]
+
+
+def path_sha256(path: str | Path) -> str:
+    """Content hash of a file, or of a folder (relative names + file hashes); 'missing' if absent."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    if not path.is_dir():
+        return "missing"
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path).as_posix()}\0{file_sha256(f)}\n".encode())
+    return h.hexdigest()
+
+
+def stage_params(stage: str, params_file: str | Path, algorithm: str | None = None) -> dict:
+    params = read_params(params_file)
+    out = {}
+    for name in SECTIONS[stage]:
+        name = name.format(algorithm=algorithm)
+        section, _, entry = name.partition(".")
+        value = params.get(section)
+        out[name] = (value or {}).get(entry) if entry else value
+    return out
+
+
+def stage_inputs(stage: str, params_file: str | Path, algorithm: str | None = None) -> list[Path]:
+    """The files a stage reads, besides its params (mirrors the deps of dvc.yaml)."""
+    P = paths.PROCESSED
+    if stage == "prepare":
+        src = (read_params(params_file).get("prepare") or {}).get("path")
+        return [Path(src)] if src else []
+    if stage == "assign_groups":
+        return [P / "users.parquet", P / "pairs.parquet"]
+    if stage == "train_reward":
+        return [P / "pairs.parquet", P / "groups.parquet"]
+    if stage == "train_policy":
+        cfg = policy_config(params_file, algorithm)
+        named = [cfg.model, cfg.prompts, cfg.groups, cfg.reward]  # built-in names are no paths
+        return [Path(p) for p in named if p and Path(p).exists()]
+    if stage == "evaluate":
+        algs = list(read_params(params_file).get("algorithms") or {})
+        return [P / "prompts.parquet", P / "judge.parquet", P / "groups.parquet",
+                paths.MODELS / "reward",
+                *(paths.policy_dir(a) / n for a in algs for n in ("model", "metrics.jsonl"))]
+    raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")
+
+
+def stage_outputs(stage: str, params_file: str | Path, algorithm: str | None = None) -> list[Path]:
+    """What a stage writes (train_policy: without its checkpoints), as far as the cache cares."""
+    if stage == "prepare":
+        from pgrpo.prepare import OUTPUTS
+        return [paths.PROCESSED / n for n in OUTPUTS]
+    if stage == "assign_groups":
+        return [paths.PROCESSED / "groups.parquet", paths.PROCESSED / "groups_metrics.json"]
+    if stage == "train_reward":
+        return [paths.MODELS / "reward"]
+    if stage == "train_policy":
+        return [paths.policy_dir(algorithm) / "model", paths.policy_dir(algorithm) / "metrics.jsonl"]
+    from pgrpo.evaluate import OUTPUTS
+    return [paths.REPORTS / n for n in OUTPUTS]
+
+
+def outputs_missing(stage: str, params_file: str | Path, algorithm: str | None = None) -> bool:
+    return not all(p.exists() for p in stage_outputs(stage, params_file, algorithm))
+
+
+def _outputs_record() -> Path:
+    """Next to Prefect's cached results: what each cached stage left on disk."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+    return Path(PREFECT_LOCAL_STORAGE_PATH.value()) / "pgrpo-stage-outputs.json"
+
+
+def _record_id(stage: str, algorithm: str | None) -> str:
+    return f"{Path.cwd().resolve()}::{stage}" + (f"@{algorithm}" if algorithm else "")
+
+
+def _outputs_state(stage: str, params_file: str | Path, algorithm: str | None) -> dict:
+    return {"key": stage_cache_key(stage, params_file, algorithm),
+            "outputs": {str(p): path_sha256(p) for p in stage_outputs(stage, params_file, algorithm)}}
+
+
+def cache_usable(stage: str, params_file: str | Path, algorithm: str | None = None) -> bool:
+    """A cached result may stand in for running the stage only if the outputs on disk are
+    exactly what the run with this cache key left there: not deleted, and not rewritten
+    since by another run (other params, `dvc repro`, a flow run with overrides)."""
+    if outputs_missing(stage, params_file, algorithm):
+        return False
+    record = _outputs_record()
+    known = json.loads(record.read_text()) if record.is_file() else {}
+    return known.get(_record_id(stage, algorithm)) == _outputs_state(stage, params_file, algorithm)
+
+
+def record_outputs(stage: str, params_file: str | Path, algorithm: str | None = None) -> None:
+    """After the stage ran (or came from the cache): remember its key and output hashes."""
+    record = _outputs_record()
+    known = json.loads(record.read_text()) if record.is_file() else {}
+    known[_record_id(stage, algorithm)] = _outputs_state(stage, params_file, algorithm)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_name(f".{record.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+    os.replace(tmp, record)
+
+
+def stage_cache_key(stage: str, params_file: str | Path, algorithm: str | None = None) -> str:
+    """sha256 of (stage, algorithm, params sections, input hashes)."""
+    record = {"stage": stage, "algorithm": algorithm,
+              "params": stage_params(stage, params_file, algorithm),
+              "inputs": {str(p): path_sha256(p)
+                         for p in stage_inputs(stage, params_file, algorithm)}}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cache_key_fn(stage: str):
+    def key(context, parameters: dict[str, Any]) -> str:
+        return stage_cache_key(stage, parameters.get("params_file", "params.yaml"),
+                               parameters.get("algorithm"))
+    return key
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Retry unless the error is one a second try cannot fix (bad config, missing input)."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception:  # noqa: BLE001 - an unreadable result: be safe, do not retry
+            return False
+    return isinstance(exc, Exception) and not isinstance(exc, NOT_TRANSIENT)
+
+
+# --------------------------------------------------------------------------- progress
+
+class ProgressLogger:
+    """A MetricLogger (pgrpo.tracking) that moves a Prefect progress artifact with the step.
+
+    Updates at most every `every_s` seconds (and on the last step): each is an API call.
+    """
+
+    def __init__(self, total_steps: int, key: str, description: str = "", every_s: float = 2.0):
+        self.total, self.every_s, self.last = max(int(total_steps), 1), every_s, 0.0
+        self.description = description
+        self.artifact_id = create_progress_artifact(0.0, key=key, description=description)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        now = time.monotonic()
+        if step >= self.total or now - self.last >= self.every_s:
+            self.last = now
+            update_progress_artifact(self.artifact_id, min(100.0, 100.0 * step / self.total))
+
+    def close(self) -> None:
+        update_progress_artifact(self.artifact_id, 100.0)
+
+
+def follow_metrics(path: Path, logger: ProgressLogger, stop: threading.Event,
+                   poll_s: float = 2.0) -> None:
+    """Feed `logger` the newest step of a metrics.jsonl being written (for a run_stage
+    without a logger hook). A file older than the start belongs to an earlier run."""
+    started = time.time()
+    while not stop.wait(poll_s):
+        try:
+            if path.stat().st_mtime < started:
+                continue
+            lines = path.read_text(encoding="utf-8").strip().splitlines()
+            if lines:
+                logger.log_metrics({}, int(json.loads(lines[-1])["step"]))
+        except (OSError, ValueError, KeyError):
+            continue  # not written yet, or a line half-written: next poll
+
+
+# --------------------------------------------------------------------------- summaries
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v):
+        return f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
+
+
+def summarize(stage: str, metrics: dict, algorithm: str | None = None) -> str:
+    """Markdown of what a stage produced, from its metrics (and its metrics files)."""
+    m = metrics or {}
+    if stage == "prepare":
+        rows = [[t, *(v.get(k) for k in ("total", "train", "eval"))] if isinstance(v, dict)
+                else [t, v, None, None] for t, v in (m.get("rows") or {}).items()]
+        users = [[g, v.get("total"), v.get("train"), v.get("eval")]
+                 for g, v in (m.get("users_per_group") or {}).items()]
+        return (f"## prepare ({m.get('source')})\n\n" + _md_table(["table", "rows", "train", "eval"], rows)
+                + "\n\n### users per group\n\n" + _md_table(["group", "users", "train", "eval"], users))
+    if stage == "assign_groups":
+        sizes = [[g, n] for g, n in (m.get("sizes") or {}).items()]
+        return (f"## assign_groups ({m.get('method')}): {m.get('n_groups')} groups, "
+                f"ARI {m.get('ari')}, purity {m.get('purity')}\n\n" + _md_table(["group", "users"], sizes))
+    if stage == "train_reward":
+        n = m.get("eval_pairs_per_group") or {}
+        acc = [[g, a, n.get(g)] for g, a in (m.get("eval_accuracy_per_group") or {}).items()]
+        return (f"## train_reward: held-out accuracy {m.get('eval_accuracy')}\n\n"
+                + _md_table(["group", "accuracy", "eval pairs"], acc))
+    if stage == "train_policy":
+        from pgrpo.tracking import read_metrics
+        rows = read_metrics(paths.policy_dir(algorithm) / "metrics.jsonl")
+        groups = sorted(k.removeprefix("train/reward/") for k in (rows[-1] if rows else {})
+                        if k.startswith("train/reward/"))
+        table = [[g, rows[0].get(f"train/reward/{g}"), rows[-1].get(f"train/reward/{g}")]
+                 for g in groups]
+        return (f"## train_policy {algorithm}: {len(rows)} steps, final train/reward "
+                f"{rows[-1].get('train/reward') if rows else None}\n\n"
+                + _md_table(["group", "reward at step 1", "reward at last step"], table))
+    report = paths.REPORTS / "report.md"  # evaluate renders its own (pgrpo.report)
+    return report.read_text(encoding="utf-8") if report.is_file() else json.dumps(m, indent=2)
+
+
+def reward_table(metrics: dict) -> list[dict]:
+    """evaluate: one row per (policy, group) with reward, CI and win rate."""
+    policies = {"base": metrics.get("base") or {}, **(metrics.get("algorithms") or {})}
+    return [{"policy": p, "group": g, **{k: r.get(k) for k in
+                                         ("reward", "ci_low", "ci_high", "win_rate", "n")}}
+            for p, s in policies.items() for g, r in (s.get("groups") or {}).items()]
+
+
+def in_prefect_run() -> bool:
+    """Artifacts need a run: `task.fn()` outside one (tests, scripts) creates none."""
+    from prefect.context import FlowRunContext, TaskRunContext
+    return TaskRunContext.get() is not None or FlowRunContext.get() is not None
+
+
+def artifact_key(stage: str, algorithm: str | None = None) -> str:
+    """pgrpo-<stage>[-<algorithm>]: Prefect keys allow lowercase letters, digits and dashes."""
+    key = "-".join(["pgrpo", stage, *([algorithm] if algorithm else [])]).lower()
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in key)
+
+
+def _artifacts(stage: str, metrics: dict, algorithm: str | None = None) -> None:
+    if not in_prefect_run():
+        return
+    create_markdown_artifact(summarize(stage, metrics, algorithm), key=artifact_key(stage, algorithm),
+                             description=f"what {stage} produced")
+    if stage == "evaluate":
+        create_table_artifact(reward_table(metrics), key="pgrpo-group-rewards",
+                              description="per-group reward of every policy (evaluate)")
+
+
+# --------------------------------------------------------------------------- tasks
+
+def _run(stage: str, params_file: str, algorithm: str | None = None, **kw) -> dict:
+    metrics = run_stage(stage, params_file=params_file, algorithm=algorithm, **kw)
+    _artifacts(stage, metrics, algorithm)
+    return metrics
+
+
+def _opts(stage: str, retries: int = 0) -> dict:
+    return {"name": stage, "cache_key_fn": _cache_key_fn(stage), "persist_result": True,
+            "retries": retries, "retry_delay_seconds": 10,
+            "retry_condition_fn": retry_if_transient if retries else None}
+
+
+@task(**_opts("prepare"))
+def prepare(params_file: str = "params.yaml") -> dict:
+    return _run("prepare", params_file)
+
+
+@task(**_opts("assign_groups"))
+def assign_groups(params_file: str = "params.yaml") -> dict:
+    return _run("assign_groups", params_file)
+
+
+@task(**_opts("train_reward", retries=1))
+def train_reward(params_file: str = "params.yaml") -> dict:
+    return _run("train_reward", params_file)
+
+
+@task(**_opts("train_policy", retries=1), task_run_name="train_policy-{algorithm}")
+def train_policy(params_file: str = "params.yaml", algorithm: str = "pgrpo") -> dict:
+    if not in_prefect_run():
+        return _run("train_policy", params_file, algorithm)
+    total = policy_config(params_file, algorithm).steps
+    progress = ProgressLogger(total, key=f"{artifact_key('train_policy', algorithm)}-progress",
+                              description=f"train_policy {algorithm}: {total} steps")
+    if "loggers" in inspect.signature(run_stage).parameters:  # a hook: step by step
+        metrics = _run("train_policy", params_file, algorithm, loggers=[progress])
+    else:  # no hook: follow the metrics.jsonl the trainer writes every step
+        stop = threading.Event()
+        follower = threading.Thread(target=follow_metrics, daemon=True,
+                                    args=(paths.policy_dir(algorithm) / "metrics.jsonl", progress, stop))
+        follower.start()
+        try:
+            metrics = _run("train_policy", params_file, algorithm)
+        finally:
+            stop.set()
+            follower.join()
+    progress.close()
+    return metrics
+
+
+@task(**_opts("evaluate", retries=1))
+def evaluate(params_file: str = "params.yaml") -> dict:
+    return _run("evaluate", params_file)
