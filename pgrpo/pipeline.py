@@ -20,6 +20,8 @@ the stage modules; nothing here repeats it. Returns the stage's metrics dict
 
 from __future__ import annotations
 
+import functools
+
 import argparse
 import json
 import sys
@@ -48,17 +50,24 @@ def _check(stage: str, params_file: Path, algorithm: str | None) -> None:
 
 
 def run_stage(stage: str, params_file: str | Path = "params.yaml",
-              algorithm: str | None = None) -> dict[str, Any]:
-    """Run `stage` with its section of `params_file` (train_policy: for `algorithm`)."""
+              algorithm: str | None = None, loggers: list | None = None) -> dict[str, Any]:
+    """Run `stage` with its section of `params_file` (train_policy: for `algorithm`).
+
+    `loggers`: extra pgrpo.tracking.MetricLogger objects fed every training step
+    (train_policy only), e.g. a Prefect progress artifact.
+    """
     from pgrpo.mlflow_tracking import TrackingConfig, stage_run
 
     params_file = Path(params_file)
     _check(stage, params_file, algorithm)
     track = load_section(params_file, "tracking", TrackingConfig)
+    if loggers and stage != "train_policy":
+        raise ValueError(f"loggers: only train_policy logs per step, not {stage!r}")
     cfg, logged = _configs(stage, params_file, algorithm)
+    runner = functools.partial(_train_policy, loggers=loggers) if loggers else RUNNERS[stage]
     with stage_run(stage, track, params=logged, algorithm=algorithm,
                    params_file=params_file) as run:
-        return RUNNERS[stage](cfg, algorithm, track if run else None)
+        return runner(cfg, algorithm, track if run else None)
 
 
 def _configs(stage: str, params_file: Path, algorithm: str | None) -> tuple[Any, dict]:
@@ -113,15 +122,16 @@ def _train_reward(cfg, algorithm, track) -> dict:
     return metrics
 
 
-def _train_policy(cfg: PolicyConfig, algorithm: str, track) -> dict:
+def _train_policy(cfg: PolicyConfig, algorithm: str, track, loggers: list | None = None) -> dict:
+    from pgrpo.tracking import MultiLogger
     from pgrpo.trainer import train_policy
 
     out = paths.policy_dir(algorithm)
-    logger = None
+    extra = list(loggers or [])
     if track:
         from pgrpo.mlflow_tracking import MlflowLogger
-        logger = MlflowLogger()
-    result = train_policy(cfg, out, logger=logger)
+        extra.append(MlflowLogger())
+    result = train_policy(cfg, out, logger=MultiLogger(*extra) if extra else None)
     if track:
         from pgrpo.mlflow_tracking import log_figure
         from pgrpo.plots import plot_group_rewards

@@ -22,10 +22,8 @@ What a task adds to run_stage (which does the work and the MLflow child run):
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -219,22 +217,6 @@ class ProgressLogger:
         update_progress_artifact(self.artifact_id, 100.0)
 
 
-def follow_metrics(path: Path, logger: ProgressLogger, stop: threading.Event,
-                   poll_s: float = 2.0) -> None:
-    """Feed `logger` the newest step of a metrics.jsonl being written (for a run_stage
-    without a logger hook). A file older than the start belongs to an earlier run."""
-    started = time.time()
-    while not stop.wait(poll_s):
-        try:
-            if path.stat().st_mtime < started:
-                continue
-            lines = path.read_text(encoding="utf-8").strip().splitlines()
-            if lines:
-                logger.log_metrics({}, int(json.loads(lines[-1])["step"]))
-        except (OSError, ValueError, KeyError):
-            continue  # not written yet, or a line half-written: next poll
-
-
 # --------------------------------------------------------------------------- summaries
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -343,18 +325,7 @@ def train_policy(params_file: str = "params.yaml", algorithm: str = "pgrpo") -> 
     total = policy_config(params_file, algorithm).steps
     progress = ProgressLogger(total, key=f"{artifact_key('train_policy', algorithm)}-progress",
                               description=f"train_policy {algorithm}: {total} steps")
-    if "loggers" in inspect.signature(run_stage).parameters:  # a hook: step by step
-        metrics = _run("train_policy", params_file, algorithm, loggers=[progress])
-    else:  # no hook: follow the metrics.jsonl the trainer writes every step
-        stop = threading.Event()
-        follower = threading.Thread(target=follow_metrics, daemon=True,
-                                    args=(paths.policy_dir(algorithm) / "metrics.jsonl", progress, stop))
-        follower.start()
-        try:
-            metrics = _run("train_policy", params_file, algorithm)
-        finally:
-            stop.set()
-            follower.join()
+    metrics = _run("train_policy", params_file, algorithm, loggers=[progress])
     progress.close()
     return metrics
 

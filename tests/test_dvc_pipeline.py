@@ -80,6 +80,8 @@ def test_run_stage_rejects_unknown_stage_and_algorithm(tmp_path):
         run_stage("evaluate", params, algorithm="pgrpo")
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         run_stage("prepare", tmp_path / "nope.yaml")
+    with pytest.raises(ValueError, match="only train_policy logs per step, not 'prepare'"):
+        run_stage("prepare", params, loggers=[object()])
     assert not (tmp_path / "mlflow.db").exists()  # nothing was tracked for a refused stage
 
 
