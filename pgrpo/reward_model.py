@@ -79,11 +79,21 @@ class RewardModel(nn.Module):
         # Text-pair encoding: [CLS] prompt [SEP] response [SEP], segment ids tell them apart.
         # longest_first truncation trims whichever side is longer, so a long prompt
         # (a movie history) cannot push the response out entirely.
+        return self.reward_from_pooled(self.pool(prompts, responses), group_ids)
+
+    def pool(self, prompts: list[str], responses: list[str]) -> Tensor:
+        """Mean-pooled encoder states [B, hidden] of (prompt, response) pairs."""
+        # Text-pair encoding: [CLS] prompt [SEP] response [SEP], segment ids tell them apart.
+        # longest_first truncation trims whichever side is longer, so a long prompt
+        # (a movie history) cannot push the response out entirely.
         batch = self.tokenizer(list(prompts), list(responses), padding=True,
                                truncation="longest_first", max_length=self.max_length,
                                return_tensors="pt").to(self.device)
-        pooled = mean_pool(self.encoder(**batch).last_hidden_state, batch["attention_mask"])
-        group_ids = group_ids.to(self.device, torch.long)
+        return mean_pool(self.encoder(**batch).last_hidden_state, batch["attention_mask"])
+
+    def reward_from_pooled(self, pooled: Tensor, group_ids: Tensor) -> Tensor:
+        """The group-conditioned head over pooled states: rewards [B]."""
+        group_ids = group_ids.to(pooled.device, torch.long)
         if self.conditioning == "heads":
             # All heads in one matmul, then keep each row's own group column.
             return self.head(pooled).gather(1, group_ids[:, None]).squeeze(1)

@@ -105,6 +105,23 @@ def evaluate(model, df: pd.DataFrame, batch_size: int
     return loss, {str(g): float(a) for g, a in per_group.items()}, acc
 
 
+@torch.no_grad()
+def _frozen_features(model, df: pd.DataFrame, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled encoder states of every (prompt, chosen) and (prompt, rejected), computed once.
+
+    A frozen encoder gives the same states every epoch (eval mode: no dropout), so
+    only the head trains, over cached features: one encoder pass instead of one per epoch.
+    """
+    model.encoder.eval()
+    out = []
+    for col in ("chosen", "rejected"):
+        parts = [model.pool(df["prompt"].iloc[i:i + batch_size].tolist(),
+                            df[col].iloc[i:i + batch_size].tolist())
+                 for i in tqdm(range(0, len(df), batch_size), desc=f"encoding {col}", unit="batch")]
+        out.append(torch.cat(parts))
+    return out[0], out[1]
+
+
 def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "pairs.parquet",
                  groups_path: str | Path = paths.PROCESSED / "groups.parquet",
                  out_dir: str | Path = paths.MODELS / "reward") -> dict:
@@ -142,6 +159,7 @@ def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "
     train_losses: list[float] = []
     eval_losses: list[float | None] = []
     step = 0
+    cached = _frozen_features(model, train_df, cfg.eval_batch_size) if cfg.freeze_encoder else None
     bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="reward model", unit="step")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -154,9 +172,14 @@ def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "
             n = len(b)
             gids = torch.tensor([group_map[g] for g in b["group"]])
             # Chosen and rejected in one forward pass: same prompts, twice the batch.
-            prompts = b["prompt"].tolist()
-            responses = b["chosen"].tolist() + b["rejected"].tolist()
-            r = model(prompts + prompts, responses, gids.repeat(2))
+            if cached is not None:  # frozen encoder: its pooled states were computed once
+                idx = torch.tensor(perm[start:start + cfg.batch_size])
+                pooled = torch.cat([cached[0][idx], cached[1][idx]])
+                r = model.reward_from_pooled(pooled, gids.repeat(2))
+            else:
+                prompts = b["prompt"].tolist()
+                responses = b["chosen"].tolist() + b["rejected"].tolist()
+                r = model(prompts + prompts, responses, gids.repeat(2))
             loss = bradley_terry_loss(r[:n], r[n:])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

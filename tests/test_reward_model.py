@@ -290,3 +290,26 @@ def test_movielens_rule_reward():
     # Registered by name once pgrpo.reward_model is imported.
     assert REWARDS["movielens_rule"] is movielens_rule_reward
     assert get_reward_fn("movielens_rule") is movielens_rule_reward
+
+
+def test_frozen_encoder_trains_the_head_on_cached_features(tables, tmp_path):
+    """freeze_encoder: the encoder is untouched, the head learns the groups' opposite tastes.
+
+    The cached features must be what the saved model computes at scoring time: training
+    accuracy measured by re-scoring the training pairs through the full model (no cache)
+    must be what the head was fit to, i.e. clearly above the 0.5 a group-blind model gets.
+    """
+    from pgrpo.encoder import load_encoder
+
+    out = tmp_path / "frozen"
+    train_reward(tiny_cfg(freeze_encoder=True, epochs=30, head_lr=5e-2), *tables, out)
+    model = load_reward_model(out, "cpu")
+    fresh, _ = load_encoder("tiny-random-bert")
+    for (name, w), (_, w0) in zip(model.encoder.state_dict().items(), fresh.state_dict().items()):
+        torch.testing.assert_close(w, w0, msg=name)
+    pairs = pd.read_parquet(tables[0]).merge(pd.read_parquet(tables[1]), on="user_id")
+    train = pairs[pairs["split"] == "train"]
+    gids = torch.tensor([model.group_map[g] for g in train["group"]])
+    r_c = model.score(train["prompt"].tolist(), train["chosen"].tolist(), gids)
+    r_r = model.score(train["prompt"].tolist(), train["rejected"].tolist(), gids)
+    assert (r_c > r_r).float().mean() >= 0.9
