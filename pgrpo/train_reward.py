@@ -88,17 +88,24 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def evaluate(model, df: pd.DataFrame, batch_size: int
+def evaluate(model, df: pd.DataFrame, batch_size: int, cached: tuple | None = None
              ) -> tuple[float | None, dict[str, float], pd.Series]:
-    """(mean BT loss, {group: pairwise accuracy}, per-pair accuracy) of held-out pairs, no grad."""
+    """(mean BT loss, {group: pairwise accuracy}, per-pair accuracy) of held-out pairs, no grad.
+
+    `cached`: the pairs' pooled (chosen, rejected) states from a frozen encoder.
+    """
     from pgrpo.reward_model import bradley_terry_loss, pairwise_accuracy
 
     if df.empty:
         return None, {}, pd.Series(dtype=float)
     gids = torch.tensor([model.group_map[g] for g in df["group"]])
-    prompts = df["prompt"].tolist()
-    r_chosen = model.score(prompts, df["chosen"].tolist(), gids, batch_size)
-    r_rejected = model.score(prompts, df["rejected"].tolist(), gids, batch_size)
+    if cached is not None:
+        with torch.no_grad():
+            r_chosen, r_rejected = (model.reward_from_pooled(c, gids).float().cpu() for c in cached)
+    else:
+        prompts = df["prompt"].tolist()
+        r_chosen = model.score(prompts, df["chosen"].tolist(), gids, batch_size)
+        r_rejected = model.score(prompts, df["rejected"].tolist(), gids, batch_size)
     acc = pd.Series(pairwise_accuracy(r_chosen, r_rejected).numpy(), index=df.index)
     per_group = acc.groupby(df["group"]).mean()
     loss = bradley_terry_loss(r_chosen, r_rejected).item()
@@ -160,6 +167,8 @@ def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "
     eval_losses: list[float | None] = []
     step = 0
     cached = _frozen_features(model, train_df, cfg.eval_batch_size) if cfg.freeze_encoder else None
+    eval_cached = (_frozen_features(model, eval_df, cfg.eval_batch_size)
+                   if cfg.freeze_encoder and not eval_df.empty else None)
     bar = tqdm(total=cfg.epochs * steps_per_epoch, desc="reward model", unit="step")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -192,7 +201,8 @@ def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "
             bar.update(1)
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}")
         train_losses.append(epoch_loss / len(train_df))
-        eval_loss, per_group, acc = evaluate(model, eval_df, cfg.eval_batch_size)
+        model.eval()  # heads have no dropout; the frozen path compares with the full model's scores
+        eval_loss, per_group, acc = evaluate(model, eval_df, cfg.eval_batch_size, eval_cached)
         eval_losses.append(eval_loss)
         if eval_loss is not None:
             curve.append({"epoch": epoch, "step": step, "split": "eval", "loss": eval_loss})

@@ -302,12 +302,18 @@ def test_frozen_encoder_trains_the_head_on_cached_features(tables, tmp_path):
     from pgrpo.encoder import load_encoder
 
     out = tmp_path / "frozen"
-    train_reward(tiny_cfg(freeze_encoder=True, epochs=30, head_lr=5e-2), *tables, out)
+    metrics = train_reward(tiny_cfg(freeze_encoder=True, epochs=30, head_lr=5e-2), *tables, out)
     model = load_reward_model(out, "cpu")
+    # Held-out accuracy from cached features equals the saved model's own scoring.
+    pairs = pd.read_parquet(tables[0]).merge(pd.read_parquet(tables[1]), on="user_id")
+    held = pairs[pairs["split"] == "eval"]
+    hg = torch.tensor([model.group_map[g] for g in held["group"]])
+    acc = (model.score(held["prompt"].tolist(), held["chosen"].tolist(), hg)
+           > model.score(held["prompt"].tolist(), held["rejected"].tolist(), hg)).float().mean()
+    assert metrics["eval_accuracy"] == pytest.approx(acc.item())
     fresh, _ = load_encoder("tiny-random-bert")
     for (name, w), (_, w0) in zip(model.encoder.state_dict().items(), fresh.state_dict().items()):
         torch.testing.assert_close(w, w0, msg=name)
-    pairs = pd.read_parquet(tables[0]).merge(pd.read_parquet(tables[1]), on="user_id")
     train = pairs[pairs["split"] == "train"]
     gids = torch.tensor([model.group_map[g] for g in train["group"]])
     r_c = model.score(train["prompt"].tolist(), train["chosen"].tolist(), gids)
