@@ -115,14 +115,14 @@ def effective_params_file(p: PipelineParams) -> tuple[str, bool]:
 
 def check_params(params_file: str) -> list[str]:
     """Validate every stage's config before any stage runs; returns the algorithms."""
-    from pgrpo.pipeline import _configs  # run_stage's own loading: one source of truth
+    from pgrpo.pipeline import stage_configs  # run_stage's own loading: one source of truth
 
     algorithms = list(read_params(params_file).get("algorithms") or {})
     if not algorithms:
         raise ValueError(f"{params_file}: section `algorithms` is empty: nothing to train")
     for stage in stages.STAGES:
         for alg in (algorithms if stage == "train_policy" else [None]):
-            _configs(stage, Path(params_file), alg)
+            stage_configs(stage, Path(params_file), alg)
     return algorithms
 
 

@@ -20,9 +20,8 @@ the stage modules; nothing here repeats it. Returns the stage's metrics dict
 
 from __future__ import annotations
 
-import functools
-
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -50,11 +49,16 @@ def _check(stage: str, params_file: Path, algorithm: str | None) -> None:
 
 
 def run_stage(stage: str, params_file: str | Path = "params.yaml",
-              algorithm: str | None = None, loggers: list | None = None) -> dict[str, Any]:
+              algorithm: str | None = None, loggers: list | None = None,
+              policy_root: str | Path | None = None,
+              reports_dir: str | Path | None = None) -> dict[str, Any]:
     """Run `stage` with its section of `params_file` (train_policy: for `algorithm`).
 
     `loggers`: extra pgrpo.tracking.MetricLogger objects fed every training step
     (train_policy only), e.g. a Prefect progress artifact.
+    `policy_root` (train_policy, evaluate): where policies live, one folder per
+    algorithm (default models/policy); `reports_dir` (evaluate): default reports/.
+    pgrpo.compare uses them to keep its seeds apart from the pipeline's outputs.
     """
     from pgrpo.mlflow_tracking import TrackingConfig, stage_run
 
@@ -63,14 +67,19 @@ def run_stage(stage: str, params_file: str | Path = "params.yaml",
     track = load_section(params_file, "tracking", TrackingConfig)
     if loggers and stage != "train_policy":
         raise ValueError(f"loggers: only train_policy logs per step, not {stage!r}")
-    cfg, logged = _configs(stage, params_file, algorithm)
-    runner = functools.partial(_train_policy, loggers=loggers) if loggers else RUNNERS[stage]
+    where = {"policy_root": Path(policy_root or paths.MODELS / "policy"),
+             "reports_dir": Path(reports_dir or paths.REPORTS)}
+    if (stage not in ("train_policy", "evaluate") and policy_root) or \
+            (stage != "evaluate" and reports_dir):
+        raise ValueError(f"policy_root / reports_dir: not folders {stage!r} writes to")
+    cfg, logged = stage_configs(stage, params_file, algorithm)
+    runner = functools.partial(RUNNERS[stage], loggers=loggers) if loggers else RUNNERS[stage]
     with stage_run(stage, track, params=logged, algorithm=algorithm,
                    params_file=params_file) as run:
-        return runner(cfg, algorithm, track if run else None)
+        return runner(cfg, algorithm, track if run else None, **where)
 
 
-def _configs(stage: str, params_file: Path, algorithm: str | None) -> tuple[Any, dict]:
+def stage_configs(stage: str, params_file: Path, algorithm: str | None) -> tuple[Any, dict]:
     """The stage's validated config(s) and what of them MLflow logs as params."""
     if stage == "prepare":
         from pgrpo.prepare import PrepareConfig
@@ -96,13 +105,13 @@ def _configs(stage: str, params_file: Path, algorithm: str | None) -> tuple[Any,
 # --------------------------------------------------------------------------- stages
 # `track` is the TrackingConfig when an MLflow run is active, else None.
 
-def _prepare(cfg, algorithm, track) -> dict:
+def _prepare(cfg, algorithm, track, **where) -> dict:
     from pgrpo.prepare import prepare
 
     return _logged(prepare(cfg, paths.PROCESSED), "prepare", track)
 
 
-def _assign_groups(cfg, algorithm, track) -> dict:
+def _assign_groups(cfg, algorithm, track, **where) -> dict:
     from pgrpo.groups import assign_groups
 
     return _logged(assign_groups(cfg, paths.PROCESSED / "users.parquet",
@@ -110,7 +119,7 @@ def _assign_groups(cfg, algorithm, track) -> dict:
                    "groups", track)
 
 
-def _train_reward(cfg, algorithm, track) -> dict:
+def _train_reward(cfg, algorithm, track, **where) -> dict:
     from pgrpo.train_reward import train_reward
 
     out = paths.MODELS / "reward"
@@ -122,11 +131,12 @@ def _train_reward(cfg, algorithm, track) -> dict:
     return metrics
 
 
-def _train_policy(cfg: PolicyConfig, algorithm: str, track, loggers: list | None = None) -> dict:
+def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
+                  reports_dir: Path, loggers: list | None = None) -> dict:
     from pgrpo.tracking import MultiLogger
     from pgrpo.trainer import train_policy
 
-    out = paths.policy_dir(algorithm)
+    out = policy_root / algorithm
     extra = list(loggers or [])
     if track:
         from pgrpo.mlflow_tracking import MlflowLogger
@@ -148,18 +158,18 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, loggers: list | None
             "group_names": list(result.group_names)}
 
 
-def _evaluate(cfgs, algorithm, track) -> dict:
+def _evaluate(cfgs, algorithm, track, policy_root: Path, reports_dir: Path) -> dict:
     from pgrpo.evaluate import evaluate
 
     eval_cfg, policy, algorithms = cfgs
     results = evaluate(eval_cfg, policy, algorithms, paths.PROCESSED, paths.MODELS / "reward",
-                       paths.MODELS / "policy", paths.REPORTS)
+                       policy_root, reports_dir)
     if track:
         from pgrpo.mlflow_tracking import log_artifact_files, log_figure, log_metrics_flat
         log_metrics_flat(results, prefix="eval")
-        for png in sorted((paths.REPORTS / "figures").glob("*.png")):
+        for png in sorted((reports_dir / "figures").glob("*.png")):
             log_figure(png)
-        log_artifact_files([paths.REPORTS / "report.md", paths.REPORTS / "metrics.json"])
+        log_artifact_files([reports_dir / "report.md", reports_dir / "metrics.json"])
         # Champion = best policy of this pipeline run; only registered versions can be aliased.
         if track.log_models and track.register_models:
             from pgrpo.mlflow_models import promote_best_policy

@@ -82,6 +82,10 @@ def test_run_stage_rejects_unknown_stage_and_algorithm(tmp_path):
         run_stage("prepare", tmp_path / "nope.yaml")
     with pytest.raises(ValueError, match="only train_policy logs per step, not 'prepare'"):
         run_stage("prepare", params, loggers=[object()])
+    with pytest.raises(ValueError, match="not folders 'prepare' writes to"):
+        run_stage("prepare", params, policy_root=tmp_path / "p")
+    with pytest.raises(ValueError, match="not folders 'train_policy' writes to"):
+        run_stage("train_policy", params, algorithm="grpo", reports_dir=tmp_path / "r")
     assert not (tmp_path / "mlflow.db").exists()  # nothing was tracked for a refused stage
 
 
@@ -102,10 +106,15 @@ def test_presets_are_complete_params_files():
     from pgrpo.prepare import PrepareConfig
     from pgrpo.train_reward import RewardConfig
 
+    from pgrpo.compare import load_compare
+
     for f in ["params.yaml", "configs/smoke.yaml", "configs/gpu.yaml"]:
         path = REPO / f
-        assert set(read_params(path)) == {"prepare", "assign_groups", "reward", "policy",
-                                          "algorithms", "evaluate", "tracking"}, f
+        # `compare` is optional (pgrpo.compare's defaults stand in)
+        assert set(read_params(path)) - {"compare"} == {
+            "prepare", "assign_groups", "reward", "policy", "algorithms", "evaluate",
+            "tracking"}, f
+        load_compare(path)
         for section, schema in [("prepare", PrepareConfig), ("assign_groups", AssignConfig),
                                 ("reward", RewardConfig), ("evaluate", EvalConfig),
                                 ("tracking", TrackingConfig)]:
