@@ -8,6 +8,7 @@
 Deployments (flow runs execute in this process's working directory: the repo root):
 - pgrpo-pipeline/params   params.yaml, defaults as `dvc repro`; the form sets the knobs
 - pgrpo-pipeline/smoke    configs/smoke.yaml (tiny models, seconds per stage), if present
+- pgrpo-compare/params    algorithms x seeds on params.yaml's data (flows/compare.py)
 
 Stop this process (Ctrl-C, or ui.sh stop) before the server: a runner whose server went
 away first hangs on shutdown.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from prefect import serve
 
+from flows.compare import compare
 from flows.pipeline import pipeline
 
 SMOKE = Path("configs/smoke.yaml")
@@ -33,6 +35,9 @@ def deployments() -> list:
         out.append(pipeline.to_deployment(
             name="smoke", parameters={"params_file": str(SMOKE)}, tags=["pgrpo", "smoke"],
             description="tiny models on configs/smoke.yaml: checks the wiring in minutes"))
+    out.append(compare.to_deployment(
+        name="params", parameters={"params_file": "params.yaml"}, tags=["pgrpo", "compare"],
+        description="every algorithm of params.yaml's `compare` section over its seeds"))
     return out
 
 

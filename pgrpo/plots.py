@@ -149,3 +149,40 @@ def _save(fig, out_png: str | Path) -> Path:
     fig.savefig(out, dpi=120, format="png")
     plt.close(fig)
     return out
+
+
+def plot_differences(differences: Mapping[str, Mapping[str, Mapping]],
+                     groups: Mapping[str, int] | Sequence[str], out_png: str | Path,
+                     xlabel: str = "difference in judge reward",
+                     title: str = "Paired per-group differences (mean over runs, 95% t-interval)",
+                     ) -> Path:
+    """One row per group, one marker per difference ("pgrpo - grpo", ...) with its interval;
+    a dashed line at 0. differences[name][group] = {"mean", "ci_low", "ci_high"}."""
+    sizes = _sizes(groups)
+    names = list(differences)
+    colors = algorithm_colors([n.split(" - ")[0] for n in names])
+    fig, ax = plt.subplots(figsize=(7.0, 1.0 + 0.45 * len(sizes) * max(1, len(names)) ** 0.5))
+    step = 0.7 / max(len(names), 1)
+    for k, name in enumerate(names):
+        ys, xs, lo, hi = [], [], [], []
+        for i, g in enumerate(sizes):
+            d = differences[name].get(g) or {}
+            if d.get("mean") is None:
+                continue
+            ys.append(i - 0.35 + step * (k + 0.5))
+            xs.append(d["mean"])
+            lo.append(d["mean"] - (d["ci_low"] if d.get("ci_low") is not None else d["mean"]))
+            hi.append((d["ci_high"] if d.get("ci_high") is not None else d["mean"]) - d["mean"])
+        ax.errorbar(xs, ys, xerr=[lo, hi], fmt="o", color=colors[name.split(" - ")[0]],
+                    capsize=3, label=name, markersize=5)
+    ax.axvline(0, color="0.3", linestyle="--", linewidth=0.8)
+    ax.set_yticks(range(len(sizes)))
+    ax.set_yticklabels([_title(g, s) for g, s in sizes.items()], fontsize=9)
+    ax.invert_yaxis()  # the majority (listed first) on top
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(frameon=False, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14 - 0.5 /
+              fig.get_figheight()), ncol=min(len(names), 4))
+    fig.tight_layout()
+    return _save(fig, out_png)
