@@ -7,9 +7,9 @@
 
     # The DVC way: one queued experiment per seed, the extra algorithms added with -S
     dvc exp run --queue -n seed1 -S policy.seed=1 \
-        -S '+algorithms.grpo_batch.advantage=grpo' -S '+algorithms.grpo_batch.scale=batch' \
-        -S '+algorithms.pgrpo_random.advantage=pgrpo' \
-        -S '+algorithms.pgrpo_random.advantage_groups=random'     # ... seed0, seed2 alike
+        -S '++algorithms.grpo_batch.advantage=grpo' -S '++algorithms.grpo_batch.scale=batch' \
+        -S '++algorithms.pgrpo_random.advantage=pgrpo' \
+        -S '++algorithms.pgrpo_random.advantage_groups=random'     # ... seed0, seed2 alike
     dvc queue start && dvc queue status                         # wait for them
     python -m pgrpo.compare --from-dvc-exps seed0,seed1,seed2    # the same summary
 

@@ -161,7 +161,7 @@ def plot_differences(differences: Mapping[str, Mapping[str, Mapping]],
     sizes = _sizes(groups)
     names = list(differences)
     colors = algorithm_colors([n.split(" - ")[0] for n in names])
-    fig, ax = plt.subplots(figsize=(7.0, 1.0 + 0.45 * len(sizes) * max(1, len(names)) ** 0.5))
+    fig, ax = plt.subplots(figsize=(7.5, 1.6 + 0.5 * len(sizes) * max(1, len(names)) ** 0.5))
     step = 0.7 / max(len(names), 1)
     for k, name in enumerate(names):
         ys, xs, lo, hi = [], [], [], []
@@ -182,7 +182,6 @@ def plot_differences(differences: Mapping[str, Mapping[str, Mapping]],
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=11)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(frameon=False, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14 - 0.5 /
-              fig.get_figheight()), ncol=min(len(names), 4))
+    ax.legend(fontsize=9, loc="best", framealpha=0.85)
     fig.tight_layout()
     return _save(fig, out_png)
