@@ -1,8 +1,8 @@
 """The DVC pipeline end to end: real `dvc repro` of configs/smoke.yaml in a temp git repo,
 tracked in a real MLflow SQLite store; plus run_stage's errors (fast).
 
-    python -m pytest -q tests/test_dvc_pipeline.py            # fast tests
-    python -m pytest -q -m slow tests/test_dvc_pipeline.py    # + the full repro (~2.5 min on 2 cores)
+    python -m pytest -q tests/test_dvc_pipeline.py            # incl. the smoke repro (~2.5 min, 2 cores)
+    python -m pytest -q -m slow tests/test_dvc_pipeline.py    # the comparison over DVC experiments
 """
 
 from __future__ import annotations
@@ -139,13 +139,21 @@ def test_dvc_yaml_builds_a_graph(tmp_path):
 
 # --------------------------------------------------------------------------- end to end
 
-@pytest.mark.slow  # ~2.5 min on 2 shared CPU cores: six processes each load torch + mlflow
-def test_dvc_repro_smoke_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def smoke_repro(tmp_path_factory):
+    """`dvc repro` of the smoke params in a fresh repo, once for the tests below."""
+    root = tmp_path_factory.mktemp("smoke")
+    repo, env = _smoke_repo(root)
+    return repo, env, _run(["dvc", "repro"], repo, env)
+
+
+# ~2.5 min on 2 CPU cores (six stage processes each load torch + mlflow): the main job's
+# front door, so it runs in CI.
+def test_dvc_repro_smoke_end_to_end(smoke_repro):
     import mlflow
     import pandas as pd
 
-    repo, env = _smoke_repo(tmp_path)
-    out = _run(["dvc", "repro"], repo, env)
+    repo, env, out = smoke_repro
     assert out.count("Running stage") == 6, out
 
     again = _run(["dvc", "repro"], repo, env)
@@ -183,10 +191,33 @@ def test_dvc_repro_smoke_end_to_end(tmp_path):
         assert steps and set(steps) <= {1, 2}
         assert "plots/group_rewards.png" in [
             a.path for a in client.list_artifacts(run.info.run_id, "plots")]
-    assert "eval/algorithms/pgrpo/mean_reward" in children["evaluate"].data.metrics
+    logged = children["evaluate"].data.metrics  # the numbers of metrics.json, to the digit
+    for alg in ALGORITHMS:
+        assert logged[f"eval/algorithms/{alg}/mean_reward"] == pytest.approx(
+            metrics["algorithms"][alg]["mean_reward"])
+        for g in groups:
+            assert logged[f"eval/algorithms/{alg}/groups/{g}/reward"] == pytest.approx(
+                metrics["algorithms"][alg]["groups"][g]["reward"])
 
     assert client.search_model_versions("name = 'pgrpo-reward-model'")
     champion = client.get_model_version_by_alias("pgrpo-policy", "champion")
     best = max(metrics["algorithms"][a]["mean_reward"] for a in ALGORITHMS)
     assert metrics["algorithms"][champion.tags["pgrpo.algorithm"]]["mean_reward"] == best
     assert champion.tags["pgrpo.parent_run_id"] == parent
+
+
+@pytest.mark.slow  # ~2 min more on 2 CPU cores: two experiments of 3 algorithms each
+def test_comparison_over_dvc_experiments(smoke_repro):
+    """The comparison's DVC route: an experiment per seed, an algorithm added with -S, and
+    pgrpo.compare summarizing their metrics (as README "Comparing algorithms over seeds")."""
+    repo, env, _ = smoke_repro
+    for seed in (1, 2):
+        _run(["dvc", "exp", "run", "-n", f"seed{seed}", "-S", f"policy.seed={seed}",
+              "-S", "++algorithms.pgrpo_random.advantage=pgrpo",
+              "-S", "++algorithms.pgrpo_random.advantage_groups=random"], repo, env)
+    _run([sys.executable, "-m", "pgrpo.compare", "--from-dvc-exps", "seed1,seed2",
+          "--algorithms", "pgrpo,pgrpo_random"], repo, env)
+    summary = json.loads((repo / "reports" / "compare" / "summary.json").read_text())
+    assert summary["runs"] == ["seed1", "seed2"]
+    assert set(summary["policies"]) == {"base", "pgrpo", "grpo", "pgrpo_random"}
+    assert any(c["difference"] == "pgrpo - pgrpo_random" for c in summary["claims"])
