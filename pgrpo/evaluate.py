@@ -186,12 +186,11 @@ def run_policy(model, tokenizer, base, prompts: PromptSet, cfg: EvalConfig,
         ro = generate(model, tokenizer, chunk, g,
                       max_new_tokens=cfg.max_new_tokens or policy.max_new_tokens,
                       temperature=cfg.temperature, top_p=cfg.top_p,
-                      system_prompt=policy.system_prompt)
+                      system_prompt=policy.system_prompt, with_logprobs=base is not None)
         completions += ro.completions
-        if base is not None:
-            lp = batched_logprobs(model, ro, cfg.temperature, cfg.batch_size)
+        if base is not None:  # the policy's own log-probs come with its samples
             lb = batched_logprobs(base, ro, cfg.temperature, cfg.batch_size)
-            s, n = k3_kl(lp, lb, ro.completion_mask.float())
+            s, n = k3_kl(ro.logprobs, lb, ro.completion_mask.float())
             kl_sum, kl_tokens = kl_sum + s, kl_tokens + n
     return completions, (kl_sum / max(kl_tokens, 1) if base is not None else None)
 

@@ -21,6 +21,7 @@ class Rollout:
     completion_mask: Tensor  # [N, C] 1 on completion tokens up to and including EOS
     prompt_len: int  # P
     completions: list[str]  # decoded, special tokens removed
+    logprobs: Tensor | None = None  # [N, C] sampling log-probs (generate(with_logprobs=True)), 0 where masked
 
     @property
     def completion_ids(self) -> Tensor:
@@ -66,6 +67,25 @@ def completion_mask_from_eos(completion_ids: Tensor, eos_ids: list[int]) -> Tens
     return (torch.arange(length, device=completion_ids.device)[None] <= first[:, None]).long()
 
 
+def _shared_prompt_cache(model, ids: Tensor, mask: Tensor, num_generations: int) -> dict:
+    """The KV cache of every prompt but its last token, computed once per prompt and repeated
+    for its G completions: generate() then runs only the last token and the new ones.
+
+    Prefilling each prompt G times was ~40 % of sampling time on CPU (G=6, 70-token prompts);
+    the samples are the same (tested). Returns generate()'s cache keyword, or {} when there
+    is nothing to share.
+    """
+    if num_generations == 1 or ids.shape[1] < 2:
+        return {}
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them from the mask
+    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                use_cache=True, logits_to_keep=1)
+    key = "cache" if "cache" in out else "past_key_values"  # transformers 5 renamed it
+    cache = out[key]
+    cache.batch_repeat_interleave(num_generations)
+    return {key: cache}
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -77,10 +97,14 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     system_prompt: str | None = None,
+    with_logprobs: bool = False,
 ) -> Rollout:
     """Sample `num_generations` completions per prompt (rows grouped by prompt).
 
     Sampling uses the global torch RNG: seed it before the call for determinism.
+    `with_logprobs`: also keep each sampled token's log-prob under logits / temperature,
+    taken from the logits generation computed anyway (saves the forward pass that
+    token_logprobs would spend; equal to it up to float rounding, tested).
     """
     texts = chat_prompts(tokenizer, prompts, system_prompt)
     enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
@@ -90,9 +114,12 @@ def generate(
     eos = eos_token_ids(model, tokenizer)
     was_training = model.training
     model.eval()
+    shared = _shared_prompt_cache(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
+                                  num_generations)
     out = model.generate(
         input_ids=ids,
         attention_mask=mask,
+        **shared,
         do_sample=True,
         temperature=temperature,
         top_p=top_p,
@@ -100,13 +127,19 @@ def generate(
         max_new_tokens=max_new_tokens,
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id,
+        output_logits=with_logprobs,
+        return_dict_in_generate=True,
     )
     model.train(was_training)
     prompt_len = ids.shape[1]
-    completion = out[:, prompt_len:]
+    completion = out.sequences[:, prompt_len:]
     if completion.shape[1] == 0:  # every row stopped at once (max_new_tokens reached 0?)
         raise RuntimeError("generation produced no tokens")
     comp_mask = completion_mask_from_eos(completion, eos)
+    logprobs = None
+    if with_logprobs:  # raw logits, one [N, V] per new token: the sampling distribution at top_p=1
+        logprobs = torch.stack([(step.float() / temperature).log_softmax(-1).gather(-1, tok[:, None])[:, 0]
+                                for step, tok in zip(out.logits, completion.T)], 1) * comp_mask
     completion = torch.where(comp_mask.bool(), completion, tokenizer.pad_token_id)
     return Rollout(
         input_ids=torch.cat([ids, completion], 1),
@@ -114,6 +147,7 @@ def generate(
         completion_mask=comp_mask,
         prompt_len=prompt_len,
         completions=tokenizer.batch_decode(completion, skip_special_tokens=True),
+        logprobs=logprobs,
     )
 
 

@@ -60,3 +60,42 @@ def test_token_logprobs_match_a_naive_unpadded_forward():
         torch.testing.assert_close(logp[row, :n_comp].double(), expected, atol=1e-4, rtol=1e-4)
         exp_entropy = -(log_probs.exp() * log_probs).sum(-1)[-n_comp - 1 : -1]
         torch.testing.assert_close(entropy[row, :n_comp].double(), exp_entropy, atol=1e-4, rtol=1e-4)
+
+
+def test_sampling_logprobs_equal_a_forward_pass_over_the_rollout():
+    """generate(with_logprobs=True) reads the log-probs off generation's own logits: they
+    must be those token_logprobs computes on the finished rollout (evaluate's KL uses them)."""
+    model, tok = _tiny()
+    torch.manual_seed(3)
+    r = generate(model, tok, ["hi", "a longer prompt with padding"], 3, max_new_tokens=9,
+                 temperature=0.7, with_logprobs=True)
+    logp, _ = token_logprobs(model, r.input_ids, r.attention_mask, r.prompt_len, 0.7)
+    mask = r.completion_mask.bool()
+    torch.testing.assert_close(r.logprobs[mask], logp[mask], atol=1e-4, rtol=1e-4)
+    assert torch.all(r.logprobs[~mask] == 0) and torch.all(r.logprobs[mask] < 0)
+    assert generate(model, tok, ["hi"], 2, max_new_tokens=4).logprobs is None
+
+
+def test_prompts_prefilled_once_give_the_samples_of_prefilling_every_row():
+    """generate() shares each prompt's KV cache among its G rows; with the same seed the
+    samples must be token for token those of plain generate() on G copies of the prompt."""
+    from pgrpo.rollout import chat_prompts, eos_token_ids
+
+    model, tok = _tiny()
+    prompts = ["hi", "a much longer prompt than the first one"]
+    torch.manual_seed(5)
+    shared = generate(model, tok, prompts, 4, max_new_tokens=12, temperature=1.0, with_logprobs=True)
+    enc = tok(chat_prompts(tok, prompts), return_tensors="pt", padding=True, padding_side="left",
+              add_special_tokens=False)
+    torch.manual_seed(5)
+    plain = model.generate(input_ids=enc["input_ids"].repeat_interleave(4, 0),
+                           attention_mask=enc["attention_mask"].repeat_interleave(4, 0),
+                           do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=12,
+                           eos_token_id=eos_token_ids(model, tok), pad_token_id=tok.pad_token_id,
+                           output_logits=True, return_dict_in_generate=True)
+    completion = plain.sequences[:, shared.prompt_len:]
+    mask = shared.completion_mask.bool()
+    assert completion.shape == shared.completion_ids.shape
+    assert torch.equal(completion[mask], shared.completion_ids[mask])
+    logp = torch.stack(plain.logits, 1).log_softmax(-1).gather(-1, completion[..., None])[..., 0]
+    torch.testing.assert_close(shared.logprobs[mask], logp[mask], atol=1e-4, rtol=1e-4)
