@@ -53,7 +53,7 @@ def _smoke_repo(root: Path) -> tuple[Path, dict]:
     shutil.copytree(REPO / "pgrpo", repo / "pgrpo",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copytree(REPO / "configs", repo / "configs")
-    for name in ["dvc.yaml", ".dvcignore"]:
+    for name in ["dvc.yaml", ".dvcignore", ".gitignore"]:  # .gitignore: what experiments commit
         shutil.copy(REPO / name, repo / name)
     env = _env(root)
     _run(["git", "init", "-q"], repo, env)
@@ -208,13 +208,25 @@ def test_dvc_repro_smoke_end_to_end(smoke_repro):
 
 @pytest.mark.slow  # ~2 min more on 2 CPU cores: two experiments of 3 algorithms each
 def test_comparison_over_dvc_experiments(smoke_repro):
-    """The comparison's DVC route: an experiment per seed, an algorithm added with -S, and
-    pgrpo.compare summarizing their metrics (as README "Comparing algorithms over seeds")."""
+    """The comparison's DVC route as README "Comparing algorithms over seeds" gives it: a
+    queued experiment per seed, an algorithm added with -S, `dvc queue start`, then
+    pgrpo.compare summarizing their metrics, which DVC reads from the experiments' commits
+    (a metrics file git ignores would be missing there)."""
+    import time
+
     repo, env, _ = smoke_repro
     for seed in (1, 2):
-        _run(["dvc", "exp", "run", "-n", f"seed{seed}", "-S", f"policy.seed={seed}",
+        _run(["dvc", "exp", "run", "--queue", "-n", f"seed{seed}", "-S", f"policy.seed={seed}",
               "-S", "++algorithms.pgrpo_random.advantage=pgrpo",
               "-S", "++algorithms.pgrpo_random.advantage_groups=random"], repo, env)
+    # The worker outlives `dvc queue start`: no pipes to it, then poll the queue.
+    subprocess.run(["dvc", "queue", "start"], cwd=repo, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 1200
+    while any(w in (status := _run(["dvc", "queue", "status"], repo, env)) for w in ("Queued", "Running")):
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+    assert status.count("Success") == 2, status
     _run([sys.executable, "-m", "pgrpo.compare", "--from-dvc-exps", "seed1,seed2",
           "--algorithms", "pgrpo,pgrpo_random"], repo, env)
     summary = json.loads((repo / "reports" / "compare" / "summary.json").read_text())
