@@ -14,7 +14,9 @@ Methods
 - label: the group is a column of users.parquet (true_group, gender, an age band).
 - cluster: a user's preference direction is the mean over their *train* pairs of
   embed(chosen) - embed(rejected); directions are clustered with k-means (K by
-  silhouette) or a Gaussian mixture (K by BIC). Users without train pairs have no
+  silhouette) or a Gaussian mixture (K by BIC). Or, algorithm bt_mixture: a mixture
+  of Bradley-Terry models fitted by EM on every pair (pgrpo.bt_mixture; K by BIC),
+  which pools a class's pairs instead of trusting each user's own few. Users without train pairs have no
   direction: they join the largest group (the best guess with no evidence) and are
   counted in the metrics. Eval pairs are never read, so groups leak nothing of the
   evaluation data.
@@ -53,11 +55,15 @@ class AssignConfig(Section):
     label_column: str = Field("true_group", description="label: users.parquet column (true_group, gender, age band)")
     n_groups: int | None = Field(
         None, ge=1, description="cluster/random: K; None = cluster: best K over k_range, random: number of true groups")
-    algorithm: Literal["kmeans", "gmm"] = Field("kmeans", description="cluster: kmeans (K by silhouette) or gmm (K by BIC)")
+    algorithm: Literal["kmeans", "gmm", "bt_mixture"] = Field(
+        "kmeans", description="cluster: kmeans (K by silhouette), gmm (K by BIC) or bt_mixture (EM over pairs, K by BIC)")
     k_range: tuple[int, int] = Field((2, 10), description="cluster: smallest and largest K tried (inclusive)")
     covariance_type: Literal["full", "tied", "diag", "spherical"] = Field(
         "spherical", description="gmm covariance; spherical suits few users in a 384-d space")
     normalize: bool = Field(True, description="cluster: L2-normalize each user's direction (what, not how strongly)")
+    pca_dims: int = Field(16, ge=1, description="bt_mixture: pair features reduced to this many principal components")
+    l2: float = Field(1.0, gt=0, description="bt_mixture: L2 penalty of each class's utility direction")
+    n_init: int = Field(20, ge=1, description="bt_mixture: EM restarts per K (best log-likelihood kept)")
     encoder: str = Field("minilm", description="sentence encoder: minilm, tiny-random-bert or a local folder")
     batch_size: int = Field(64, ge=1, description="texts per encoder forward pass")
     seed: int = Field(0, description="seed of k-means / gmm initialisation and of random groups")
@@ -133,9 +139,9 @@ def cluster_vectors(X: np.ndarray, n_groups: int | None, algorithm: str = "kmean
     return fits[k][0], k, scores
 
 
-def preference_vectors(pairs: pd.DataFrame, encoder: str = "minilm", batch_size: int = 64,
-                       normalize: bool = True) -> pd.DataFrame:
-    """One row per user with train pairs: mean of embed(chosen) - embed(rejected)."""
+def pair_differences(pairs: pd.DataFrame, encoder: str = "minilm",
+                     batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """embed(chosen) - embed(rejected) of every *train* pair [pairs, dim], and its user ids."""
     from pgrpo.encoder import embed, load_encoder
 
     train = pairs[pairs["split"] == "train"]
@@ -145,11 +151,37 @@ def preference_vectors(pairs: pd.DataFrame, encoder: str = "minilm", batch_size:
     E = embed(model, tok, texts, batch_size=batch_size, progress=True).numpy().astype(np.float64)
     row = {t: i for i, t in enumerate(texts)}
     diff = E[train["chosen"].map(row).to_numpy()] - E[train["rejected"].map(row).to_numpy()]
-    vecs = pd.DataFrame(diff, index=train["user_id"].to_numpy()).groupby(level=0, sort=False).mean()
+    return diff, train["user_id"].to_numpy()
+
+
+def preference_vectors(pairs: pd.DataFrame, encoder: str = "minilm", batch_size: int = 64,
+                       normalize: bool = True) -> pd.DataFrame:
+    """One row per user with train pairs: mean of embed(chosen) - embed(rejected)."""
+    diff, user_ids = pair_differences(pairs, encoder, batch_size)
+    vecs = pd.DataFrame(diff, index=user_ids).groupby(level=0, sort=False).mean()
     if normalize:
         norms = np.linalg.norm(vecs.to_numpy(), axis=1, keepdims=True)
         vecs = vecs / np.maximum(norms, 1e-12)  # chosen == rejected in meaning: leave ~0, no NaN
     return vecs
+
+
+def bt_mixture_groups(diff: np.ndarray, user_ids: np.ndarray, n_groups: int | None,
+                      k_range: tuple[int, int], pca_dims: int, l2: float, n_init: int,
+                      seed: int) -> tuple[pd.Series, int, dict[int, float]]:
+    """Class of every user with pairs (pgrpo.bt_mixture), K = n_groups or the lowest BIC."""
+    from sklearn.decomposition import PCA
+
+    from pgrpo.bt_mixture import fit_bt_mixture
+
+    dims = min(pca_dims, *diff.shape)
+    X = PCA(dims, random_state=seed).fit_transform(diff) if dims < diff.shape[1] else diff
+    X = X / max(float(X.std()), 1e-12)  # one scale, so l2 means the same on any encoder
+    ids, index = np.unique(user_ids, return_inverse=True)
+    ks = [n_groups] if n_groups is not None else range(k_range[0], min(k_range[1], len(ids)) + 1)
+    fits = {k: fit_bt_mixture(X, index, k, l2=l2, n_init=n_init, seed=seed) for k in ks}
+    k = min(fits, key=lambda kk: fits[kk].bic)
+    scores = {kk: f.bic for kk, f in fits.items()} if n_groups is None else {}
+    return pd.Series(fits[k].labels, index=ids), k, scores
 
 
 # ---------------------------------------------------------------- the methods
@@ -185,20 +217,29 @@ def _random_groups(cfg: AssignConfig, users: pd.DataFrame) -> np.ndarray:
     return name_by_size(labels)
 
 
-def _cluster_groups(cfg: AssignConfig, users: pd.DataFrame, pairs: pd.DataFrame) -> tuple[np.ndarray, dict]:
-    vecs = preference_vectors(pairs, cfg.encoder, cfg.batch_size, cfg.normalize)
-    labels, k, scores = cluster_vectors(vecs.to_numpy(), cfg.n_groups, cfg.algorithm, cfg.k_range,
-                                        cfg.seed, cfg.covariance_type)
-    by_user = pd.Series(labels, index=vecs.index)
+def _cluster_groups(cfg: AssignConfig, users: pd.DataFrame,
+                    pairs: pd.DataFrame) -> tuple[np.ndarray, dict, np.ndarray]:
+    """(group per user, metrics, which users were clustered: those with train pairs)."""
+    if cfg.algorithm == "bt_mixture":
+        diff, user_ids = pair_differences(pairs, cfg.encoder, cfg.batch_size)
+        if len(diff) == 0:
+            raise ValueError("cluster: no train pairs to cluster users by")
+        by_user, k, scores = bt_mixture_groups(diff, user_ids, cfg.n_groups, cfg.k_range,
+                                               cfg.pca_dims, cfg.l2, cfg.n_init, cfg.seed)
+    else:
+        vecs = preference_vectors(pairs, cfg.encoder, cfg.batch_size, cfg.normalize)
+        labels, k, scores = cluster_vectors(vecs.to_numpy(), cfg.n_groups, cfg.algorithm,
+                                            cfg.k_range, cfg.seed, cfg.covariance_type)
+        by_user = pd.Series(labels, index=vecs.index)
     largest = by_user.value_counts().idxmax()
     assigned = users["user_id"].map(by_user)
     without = assigned.isna()
     assigned = assigned.fillna(largest).astype(np.int64)
-    info = {"k_criterion": "silhouette" if cfg.algorithm == "kmeans" else "bic",
+    info = {"k_criterion": "silhouette" if cfg.algorithm == "kmeans" else "bic", "k": int(k),
             "k_scores": {str(kk): round(s, 6) for kk, s in scores.items()},
             "n_without_pairs": int(without.sum()),
             "users_without_pairs": users.loc[without, "user_id"].head(20).tolist()}
-    return name_by_size(assigned.to_numpy()), info
+    return name_by_size(assigned.to_numpy()), info, ~without.to_numpy()
 
 
 # ---------------------------------------------------------------- the stage
@@ -222,7 +263,7 @@ def assign_groups(cfg: AssignConfig, users_path: str | Path = paths.PROCESSED / 
     elif cfg.method == "random":
         group = _random_groups(cfg, users)
     else:
-        group, extra = _cluster_groups(cfg, users, pairs)
+        group, extra, clustered = _cluster_groups(cfg, users, pairs)
 
     groups = validate(pd.DataFrame({"user_id": users["user_id"], "group": group}), Groups, "groups (output)")
     sizes = groups["group"].value_counts()
@@ -240,6 +281,10 @@ def assign_groups(cfg: AssignConfig, users_path: str | Path = paths.PROCESSED / 
     if known.mean() >= 0.5:
         metrics["ari"] = round(ari(users["true_group"][known], group[known]), 6)
         metrics["purity"] = round(purity(users["true_group"][known], group[known]), 6)
+        if cfg.method == "cluster":  # the clustering alone: users without pairs only had a default
+            both = known & clustered
+            metrics["ari_clustered"] = round(ari(users["true_group"][both], group[both]), 6)
+            metrics["purity_clustered"] = round(purity(users["true_group"][both], group[both]), 6)
 
     out_dir = Path(out_dir)
     with atomic_outputs(out_dir / "groups.parquet", out_dir / "groups_metrics.json") as (g_tmp, m_tmp):

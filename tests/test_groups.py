@@ -157,6 +157,11 @@ def test_cluster_is_seeded_and_users_without_train_pairs_join_the_largest_group(
     assert m1["n_without_pairs"] == 2 and sorted(m1["users_without_pairs"]) == ["evalonly", "lonely"]
     assert g1.set_index("user_id").loc[["lonely", "evalonly"], "group"].eq("g0").all()
     assert m1["k_scores"] == {} and m1["n_groups"] == 3 and sum(m1["sizes"].values()) == 15
+    # ari / purity score every user; *_clustered only those the clustering saw (not the 2 defaults)
+    seen = g1.merge(users, on="user_id").query("user_id not in ['lonely', 'evalonly']")
+    assert len(seen) == 13
+    assert m1["ari_clustered"] == pytest.approx(G.ari(seen["true_group"], seen["group"]), abs=1e-6)
+    assert m1["purity_clustered"] == pytest.approx(G.purity(seen["true_group"], seen["group"]), abs=1e-6)
 
 
 def test_gmm_path_runs_end_to_end(tmp_path):

