@@ -107,3 +107,65 @@ def test_assign_groups_runs_the_bt_mixture_end_to_end(tmp_path):
     assert m["k"] == int(min(m["k_scores"], key=m["k_scores"].get))
     groups = pd.read_parquet(tmp_path / "groups.parquet")
     assert len(groups) == 12 and sum(m["sizes"].values()) == 12
+
+
+# ---------------------------------------------------------------- the context (profile) view
+
+def planted_with_context(seed: int = 4):
+    """Classes 0 and 1 share one utility (their pairs look alike), only their context
+    tells them apart; the last user of each class has no pairs at all."""
+    rng = np.random.default_rng(seed)
+    sizes, dim, per_user = (12, 10, 8), 4, 10
+    W = rng.normal(0, 1.5, size=(3, dim))
+    W[1] = W[0]
+    truth = np.repeat(np.arange(3), sizes)
+    with_pairs = np.concatenate([np.arange(s0, s0 + n - 1) for s0, n in zip(np.cumsum((0,) + sizes[:-1]), sizes)])
+    users = np.repeat(with_pairs, per_user)
+    diff = rng.normal(size=(len(users), dim))
+    a_wins = rng.random(len(users)) < 1 / (1 + np.exp(-(diff * W[truth[users]]).sum(1)))
+    X = np.where(a_wins[:, None], diff, -diff)
+    context = rng.normal(0, 3, size=(3, 5))[truth] + rng.normal(size=(len(truth), 5))
+    return X, users, truth, context
+
+
+def test_context_separates_what_pairs_cannot_and_places_users_without_pairs():
+    X, users, truth, context = planted_with_context()
+    fit = fit_bt_mixture(X, users, 3, context=context, n_init=5, seed=0)
+    assert fit.posterior.shape == (len(truth), 3)
+    assert ari(truth, fit.labels) == pytest.approx(1.0)  # the 3 users without pairs included
+    # The pairs alone (users with pairs re-indexed 0..U-1) cannot split classes 0 and 1.
+    seen, index = np.unique(users, return_inverse=True)
+    alone = fit_bt_mixture(X, index, 3, n_init=5, seed=0)
+    assert ari(truth[seen], alone.labels) < 0.7
+
+
+def test_loglik_with_context_agrees_with_a_direct_computation():
+    from scipy.stats import norm
+
+    X, users, truth, context = planted_with_context(seed=5)
+    fit = fit_bt_mixture(X, users, 3, context=context, n_init=2, tol=0, max_iter=100, seed=0)
+    per_user = np.zeros((len(truth), 3))
+    for i, u in enumerate(users):
+        per_user[u] += log_expit(X[i] @ fit.weights.T)
+    for k in range(3):
+        per_user[:, k] += norm.logpdf(context, fit.context_means[k], np.sqrt(fit.context_var)).sum(1)
+    joint = per_user + np.log(fit.shares)
+    assert fit.loglik == pytest.approx(logsumexp(joint, axis=1).sum(), rel=1e-10)
+    # converged M-step: each class mean is the posterior-weighted mean of the contexts
+    r = fit.posterior
+    np.testing.assert_allclose(fit.context_means, (r.T @ context) / r.sum(0)[:, None], atol=1e-6)
+    spread = sum(r[u, k] * np.sum((context[u] - fit.context_means[k]) ** 2)
+                 for u in range(len(truth)) for k in range(3))
+    assert fit.context_var == pytest.approx(spread / context.size, rel=1e-6)
+    n_params = 3 * 4 + 2 + 3 * 5 + 1
+    assert fit.bic == pytest.approx(-2 * fit.loglik + n_params * np.log(len(X)))
+
+
+def test_bad_context_is_named():
+    X, users, _, context = planted_with_context()
+    with pytest.raises(ValueError, match=r"index the 3 context rows"):
+        fit_bt_mixture(X, users, 2, context=context[:3])
+    bad = context.copy()
+    bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match="context must be a finite"):
+        fit_bt_mixture(X, users, 2, context=bad)
