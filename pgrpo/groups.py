@@ -3,6 +3,7 @@
     python -m pgrpo.groups                                  # params.yaml, section `assign_groups`
     python -m pgrpo.groups --method label --label_column gender
     python -m pgrpo.groups --method cluster --algorithm gmm --k_range [2,6]
+    python -m pgrpo.groups --method cluster --algorithm bt_mixture --use_profile true
     python -m pgrpo.groups --method random --seed 3         # the paper's ablation
     python -m pgrpo.groups --users u.parquet --pairs p.parquet --out_dir /tmp/g
 
@@ -16,9 +17,11 @@ Methods
   embed(chosen) - embed(rejected); directions are clustered with k-means (K by
   silhouette) or a Gaussian mixture (K by BIC). Or, algorithm bt_mixture: a mixture
   of Bradley-Terry models fitted by EM on every pair (pgrpo.bt_mixture; K by BIC),
-  which pools a class's pairs instead of trusting each user's own few (README,
-  "Groups without labels", has the measured ARIs). Users without train pairs have no
-  direction: they join the largest group (the best guess with no evidence) and are
+  which pools a class's pairs instead of trusting each user's own few; with
+  use_profile the users' embedded profiles are a second view of the same classes
+  (README, "Groups without labels", has the measured ARIs). Users without train
+  pairs have no direction: they join the largest group (the best guess with no
+  evidence), or with use_profile are placed by their profile; either way they are
   counted in the metrics. Eval pairs are never read, so groups leak nothing of the
   evaluation data.
 - random: a seeded permutation of the users dealt round-robin into K groups (equal
@@ -65,6 +68,9 @@ class AssignConfig(Section):
     pca_dims: int = Field(16, ge=1, description="bt_mixture: pair features reduced to this many principal components")
     l2: float = Field(1.0, gt=0, description="bt_mixture: L2 penalty of each class's utility direction")
     n_init: int = Field(20, ge=1, description="bt_mixture: EM restarts per K (best log-likelihood kept)")
+    use_profile: bool = Field(
+        False, description="bt_mixture: the users' embedded profile text as a second view (places users without pairs too)")
+    profile_dims: int = Field(16, ge=1, description="bt_mixture + use_profile: principal components of the profile embeddings")
     encoder: str = Field("minilm", description="sentence encoder: minilm, tiny-random-bert or a local folder")
     batch_size: int = Field(64, ge=1, description="texts per encoder forward pass")
     seed: int = Field(0, description="seed of k-means / gmm initialisation and of random groups")
@@ -74,6 +80,8 @@ class AssignConfig(Section):
         lo, hi = self.k_range
         if not 2 <= lo <= hi:
             raise ValueError(f"k_range={self.k_range}: need 2 <= smallest <= largest")
+        if self.use_profile and self.algorithm != "bt_mixture":
+            raise ValueError(f"use_profile needs algorithm bt_mixture, not {self.algorithm!r}")
         return self
 
 
@@ -166,23 +174,49 @@ def preference_vectors(pairs: pd.DataFrame, encoder: str = "minilm", batch_size:
     return vecs
 
 
+def profile_features(users: pd.DataFrame, dims: int, encoder: str = "minilm", batch_size: int = 64,
+                     seed: int = 0) -> pd.DataFrame:
+    """One row per user: the first `dims` principal components of their embedded profile."""
+    from sklearn.decomposition import PCA
+
+    from pgrpo.encoder import embed, load_encoder
+
+    empty = users["profile"].str.strip() == ""
+    if empty.any():
+        raise ValueError(f"use_profile: the profile column is empty for {int(empty.sum())} users: "
+                         f"{_missing(empty, users)}; set use_profile false")
+    model, tok = load_encoder(encoder)
+    E = embed(model, tok, users["profile"].tolist(), batch_size=batch_size, progress=True).numpy()
+    E = E.astype(np.float64) / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+    dims = min(dims, *E.shape)
+    Z = PCA(dims, random_state=seed).fit_transform(E) if dims < E.shape[1] else E
+    return pd.DataFrame(Z, index=users["user_id"].to_numpy())
+
+
 def bt_mixture_groups(diff: np.ndarray, user_ids: np.ndarray, n_groups: int | None,
                       k_range: tuple[int, int], pca_dims: int, l2: float, n_init: int,
-                      seed: int) -> tuple[pd.Series, int, dict[int, float]]:
-    """Class of every user with pairs (pgrpo.bt_mixture), K = n_groups or the lowest BIC."""
+                      seed: int, context: pd.DataFrame | None = None) -> tuple[pd.Series, int, dict[int, float]]:
+    """Class of every user with pairs, or of every row of `context` (user_id index) when
+    given (pgrpo.bt_mixture); K = n_groups or the lowest BIC."""
     from sklearn.decomposition import PCA
+    from tqdm.auto import tqdm
 
     from pgrpo.bt_mixture import fit_bt_mixture
 
     dims = min(pca_dims, *diff.shape)
     X = PCA(dims, random_state=seed).fit_transform(diff) if dims < diff.shape[1] else diff
     X = X / max(float(X.std()), 1e-12)  # one scale, so l2 means the same on any encoder
-    ids, index = np.unique(user_ids, return_inverse=True)
+    if context is None:
+        ids, index = np.unique(user_ids, return_inverse=True)
+        Z = None
+    else:
+        ids, Z = context.index.to_numpy(), context.to_numpy()
+        index = pd.Index(ids).get_indexer(user_ids)
+        if (index < 0).any():
+            raise ValueError(f"pairs of users without a context row: {sorted(set(user_ids[index < 0]))[:10]}")
     ks = [n_groups] if n_groups is not None else range(k_range[0], min(k_range[1], len(ids)) + 1)
-    from tqdm.auto import tqdm
-
     # ~1 s an EM run on 2 CPU cores (2.6k pairs, 16 dims): minutes over a K range
-    fits = {k: fit_bt_mixture(X, index, k, l2=l2, n_init=n_init, seed=seed)
+    fits = {k: fit_bt_mixture(X, index, k, context=Z, l2=l2, n_init=n_init, seed=seed)
             for k in tqdm(ks, desc=f"bt_mixture ({n_init} EM starts per K)", unit="K")}
     k = min(fits, key=lambda kk: fits[kk].bic)
     scores = {kk: f.bic for kk, f in fits.items()} if n_groups is None else {}
@@ -224,13 +258,16 @@ def _random_groups(cfg: AssignConfig, users: pd.DataFrame) -> np.ndarray:
 
 def _cluster_groups(cfg: AssignConfig, users: pd.DataFrame,
                     pairs: pd.DataFrame) -> tuple[np.ndarray, dict, np.ndarray]:
-    """(group per user, metrics, which users were clustered: those with train pairs)."""
+    """(group per user, metrics, which users the clustering placed: those with train
+    pairs, or every user with use_profile)."""
     if cfg.algorithm == "bt_mixture":
         diff, user_ids = pair_differences(pairs, cfg.encoder, cfg.batch_size)
         if len(diff) == 0:
             raise ValueError("cluster: no train pairs to cluster users by")
+        context = (profile_features(users, cfg.profile_dims, cfg.encoder, cfg.batch_size, cfg.seed)
+                   if cfg.use_profile else None)
         by_user, k, scores = bt_mixture_groups(diff, user_ids, cfg.n_groups, cfg.k_range,
-                                               cfg.pca_dims, cfg.l2, cfg.n_init, cfg.seed)
+                                               cfg.pca_dims, cfg.l2, cfg.n_init, cfg.seed, context)
     else:
         vecs = preference_vectors(pairs, cfg.encoder, cfg.batch_size, cfg.normalize)
         labels, k, scores = cluster_vectors(vecs.to_numpy(), cfg.n_groups, cfg.algorithm,
@@ -238,13 +275,14 @@ def _cluster_groups(cfg: AssignConfig, users: pd.DataFrame,
         by_user = pd.Series(labels, index=vecs.index)
     largest = by_user.value_counts().idxmax()
     assigned = users["user_id"].map(by_user)
-    without = assigned.isna()
+    without = ~users["user_id"].isin(pairs.loc[pairs["split"] == "train", "user_id"])
+    placed = assigned.notna()  # with use_profile, users without pairs are placed by profile
     assigned = assigned.fillna(largest).astype(np.int64)
     info = {"k_criterion": "silhouette" if cfg.algorithm == "kmeans" else "bic", "k": int(k),
             "k_scores": {str(kk): round(s, 6) for kk, s in scores.items()},
             "n_without_pairs": int(without.sum()),
             "users_without_pairs": users.loc[without, "user_id"].head(20).tolist()}
-    return name_by_size(assigned.to_numpy()), info, ~without.to_numpy()
+    return name_by_size(assigned.to_numpy()), info, placed.to_numpy()
 
 
 # ---------------------------------------------------------------- the stage

@@ -273,3 +273,38 @@ def test_config_and_cli(tmp_path, capsys):
     assert G.main(["--params", str(params), *argv, "--n_groups", "0"]) == 2
     assert G.main(["--params", str(params), *argv, "--n_groups", "50"]) == 1
     assert "more than the 7 users" in capsys.readouterr().err
+
+
+PROFILES = {"A": "Short cheerful answers with emoji, please!",
+            "B": "I value thorough, formal and carefully argued replies.",
+            "C": "Jazz on repeat; rock is not for me."}
+
+
+def test_bt_mixture_with_profiles_places_users_without_pairs_by_profile(tmp_path):
+    users, pairs = persona_tables(sizes=(6, 4, 3), pairs_per_user=2)
+    newcomer = pd.DataFrame({"user_id": ["newcomer"], "split": "eval", "true_group": "C", "profile": ""})
+    users = pd.concat([users, newcomer], ignore_index=True)
+    users["profile"] = users["true_group"].map(PROFILES)
+    u, p = write(tmp_path, users, pairs)
+    cfg = AssignConfig(method="cluster", algorithm="bt_mixture", use_profile=True, encoder=TINY,
+                       n_groups=3, pca_dims=4, profile_dims=4, n_init=3)
+    m = assign_groups(cfg, u, p, tmp_path)
+    groups = pd.read_parquet(tmp_path / "groups.parquet").merge(users, on="user_id")
+    assert m["n_without_pairs"] == 1 and m["users_without_pairs"] == ["newcomer"]
+    # placed by its profile (the same text as C's), not by the largest-group default
+    c_group = groups.query("true_group == 'C' and user_id != 'newcomer'")["group"].mode()[0]
+    assert groups.set_index("user_id").loc["newcomer", "group"] == c_group
+    assert m["ari_clustered"] == m["ari"]  # every user was clustered: none got the default
+
+
+def test_use_profile_needs_profiles_and_the_bt_mixture(tmp_path):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="use_profile needs algorithm bt_mixture, not 'kmeans'"):
+        AssignConfig(method="cluster", algorithm="kmeans", use_profile=True)
+    users, pairs = persona_tables(sizes=(3, 3, 3), pairs_per_user=2)  # profiles are ""
+    u, p = write(tmp_path, users, pairs)
+    cfg = AssignConfig(method="cluster", algorithm="bt_mixture", use_profile=True, encoder=TINY, n_groups=2)
+    with pytest.raises(ValueError, match=r"profile column is empty for 9 users: 'a00', 'a01'"):
+        assign_groups(cfg, u, p, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
