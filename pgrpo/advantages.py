@@ -11,7 +11,8 @@ Chan's parallel formula (O(1) memory, numerically stable). Order: the batch is
 merged into the history first, then normalized (DESIGN.md section 1).
 
 A new estimator is one function registered with `@register_advantage("name")`
-taking `(rewards, prompt_ids, group_ids, stats, cfg)`; see the two at the bottom.
+taking `(rewards, prompt_ids, group_ids, stats, cfg)`; see those at the bottom
+(grpo, pgrpo, and pgrpo_scale: beyond the paper, P-GRPO's scale without its offset).
 
     >>> r = torch.tensor([1.0, 0.0, 1.0, 1.0]); q = torch.tensor([0, 0, 1, 1])
     >>> grpo_advantages(r, q)          # prompt 1 has zero variance: advantage 0
@@ -234,6 +235,27 @@ class GroupRewardStats:
         self._m2 = state["m2"].to(torch.float64).clone()
 
 
+def _history_scaled(rewards: Tensor, prompt_ids: Tensor, group_ids: Tensor, stats: GroupRewardStats,
+                    min_count: int, eps: float, centre: Literal["group", "prompt"]) -> Tensor:
+    """Merge the batch into `stats`, then centre (group history or prompt mean) and divide by
+    sigma_p + eps; groups below `min_count` get the GRPO prompt-group advantage."""
+    _check_aligned(rewards, prompt_ids=prompt_ids, group_ids=group_ids)
+    check_finite(rewards, ("prompt_ids", prompt_ids), ("group_ids", group_ids))
+    if min_count < 2:
+        raise ValueError(f"min_count must be >= 2 (a std needs two samples), got {min_count}")
+    stats.update(rewards, group_ids)
+    r, q = rewards.detach().cpu(), prompt_ids.cpu()
+    if centre == "group":
+        centred = r.to(torch.float64) - stats.mean(group_ids)
+    else:  # R_i - its prompt's mean; exactly 0 for a prompt without contrast
+        centred = grpo_advantages(r, q, "none", eps).to(torch.float64)
+    adv = centred / (stats.std(group_ids) + eps)
+    cold = stats.count(group_ids) < min_count
+    if cold.any():
+        adv = torch.where(cold, grpo_advantages(r, q, "group", eps).to(torch.float64), adv)
+    return adv.to(device=rewards.device, dtype=rewards.dtype)
+
+
 def pgrpo_advantages(
     rewards: Tensor,
     prompt_ids: Tensor,
@@ -247,18 +269,30 @@ def pgrpo_advantages(
     Cold start: samples of a group whose history count is still below
     `min_count` get the GRPO prompt-group advantage instead.
     """
-    _check_aligned(rewards, prompt_ids=prompt_ids, group_ids=group_ids)
-    check_finite(rewards, ("prompt_ids", prompt_ids), ("group_ids", group_ids))
-    if min_count < 2:
-        raise ValueError(f"min_count must be >= 2 (a std needs two samples), got {min_count}")
-    stats.update(rewards, group_ids)
-    r = rewards.detach().cpu().to(torch.float64)
-    adv = (r - stats.mean(group_ids)) / (stats.std(group_ids) + eps)
-    cold = stats.count(group_ids) < min_count
-    if cold.any():
-        fallback = grpo_advantages(rewards.detach().cpu(), prompt_ids.cpu(), "group", eps)
-        adv = torch.where(cold, fallback.to(torch.float64), adv)
-    return adv.to(device=rewards.device, dtype=rewards.dtype)
+    return _history_scaled(rewards, prompt_ids, group_ids, stats, min_count, eps, "group")
+
+
+def pgrpo_scale_advantages(
+    rewards: Tensor,
+    prompt_ids: Tensor,
+    group_ids: Tensor,
+    stats: GroupRewardStats,
+    min_count: int = 2,
+    eps: float = 1e-4,
+) -> Tensor:
+    """Beyond the paper: GRPO's per-prompt centring, P-GRPO's group-history scale.
+
+        A_i = (R_i - mean_{j: q(j)=q(i)} R_j) / (sigma_p(i) + eps)
+
+    Corollary 3.1 splits P-GRPO into a scale term (sigma_G / sigma_p) * Â_i and an
+    offset (mu_G - mu_p) / sigma_p that is constant within a prompt: zero expected
+    gradient, only variance (DESIGN.md section 1). This estimator keeps the scale term
+    and drops the offset, to tell which of the two a gain (or a loss) comes from.
+    Same rules as `pgrpo_advantages`: the batch is merged into `stats` first; a group
+    whose count is below `min_count` falls back to the GRPO prompt-group advantage.
+    A prompt with one completion, or with all rewards equal, gets 0 (no contrast).
+    """
+    return _history_scaled(rewards, prompt_ids, group_ids, stats, min_count, eps, "prompt")
 
 
 # --------------------------------------------------------------------------- registry
@@ -307,3 +341,9 @@ def _grpo(rewards, prompt_ids, group_ids, stats, cfg: AdvantageConfig) -> Tensor
 @register_advantage("pgrpo")
 def _pgrpo(rewards, prompt_ids, group_ids, stats, cfg: AdvantageConfig) -> Tensor:
     return pgrpo_advantages(rewards, prompt_ids, group_ids, stats, cfg.min_count, cfg.eps)
+
+
+@register_advantage("pgrpo_scale")
+def _pgrpo_scale(rewards, prompt_ids, group_ids, stats, cfg: AdvantageConfig) -> Tensor:
+    # Beyond the paper (see pgrpo_scale_advantages): P-GRPO's scale, GRPO's centring.
+    return pgrpo_scale_advantages(rewards, prompt_ids, group_ids, stats, cfg.min_count, cfg.eps)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pgrpo.advantages import (AdvantageConfig, GroupRewardStats, get_advantage_fn,
-                              grpo_advantages, pgrpo_advantages)
+                              grpo_advantages, pgrpo_advantages, pgrpo_scale_advantages)
 
 
 def _f(x, dtype=torch.float64):
@@ -287,6 +287,9 @@ _CALLS = {
     "pgrpo_advantages": lambda r, q, g, s: pgrpo_advantages(r, q, g, s),
     "registry grpo": lambda r, q, g, s: get_advantage_fn("grpo")(r, q, g, s, AdvantageConfig()),
     "registry pgrpo": lambda r, q, g, s: get_advantage_fn("pgrpo")(r, q, g, s, AdvantageConfig()),
+    "pgrpo_scale_advantages": lambda r, q, g, s: pgrpo_scale_advantages(r, q, g, s),
+    "registry pgrpo_scale": lambda r, q, g, s: get_advantage_fn("pgrpo_scale")(r, q, g, s,
+                                                                               AdvantageConfig()),
 }
 
 
@@ -315,6 +318,7 @@ _R2, _FLOAT_IDS = _f([1.0, 2.0]), _f([0.0, 0.0])
     (ValueError, "prompt_ids", lambda: grpo_advantages(_R2, _i([0, 0, 0]))),
     (ValueError, "group_ids", lambda: GroupRewardStats().update(_R2, _i([0]))),
     (ValueError, "group_ids", lambda: pgrpo_advantages(_R2, _i([0, 0]), _i([0]), GroupRewardStats())),
+    (ValueError, "group_ids", lambda: pgrpo_scale_advantages(_R2, _i([0, 0]), _i([0]), GroupRewardStats())),
 ])
 def test_misaligned_or_mistyped_ids_are_rejected(exc, name, call):
     """Float ids -> TypeError, misaligned lengths -> ValueError, naming the argument."""
@@ -337,3 +341,75 @@ def test_registry_dispatches_and_names_unknown_estimators():
     np.testing.assert_allclose(cold.numpy(), np_grpo(R, Q, "group"), rtol=1e-12)
     with pytest.raises(ValueError, match=r"(?s)unknown.*'ppo'.*grpo.*pgrpo"):
         get_advantage_fn("ppo")
+
+
+def np_pgrpo_scale(rewards, prompts, groups, hist_r, hist_g, min_count=2, eps=1e-4):
+    """Loop reference of pgrpo_scale: R_i minus its prompt's mean over the group's std of the
+    history *including* this batch; GRPO while the group has fewer than min_count rewards."""
+    rewards, prompts = np.asarray(rewards, float), np.asarray(prompts)
+    grpo = np_grpo(rewards, prompts, "group", eps)
+    out = np.empty(len(rewards))
+    for i, k in enumerate(groups):
+        past = hist_r[hist_g == k]
+        same = rewards[prompts == prompts[i]]
+        if len(past) < min_count:
+            out[i] = grpo[i]
+        elif len(same) < 2 or same.max() == same.min():
+            out[i] = 0.0
+        else:
+            out[i] = (rewards[i] - same.mean()) / (past.std(ddof=1) + eps)
+    return out
+
+
+@pytest.mark.parametrize("min_count", [2, 12])
+def test_pgrpo_scale_matches_numpy_over_a_stream(min_count):
+    """Prompt-mean centring, group-history std (merged first), GRPO for cold groups."""
+    stats = GroupRewardStats()
+    hist_r, hist_g = np.empty(0), np.empty(0, dtype=int)
+    saw_cold = saw_warm = False
+    for b, (rewards, groups) in enumerate(_stream(5)):
+        prompts = np.random.default_rng(b).permutation(np.arange(len(rewards)) // 3)
+        got = pgrpo_scale_advantages(_f(rewards), _i(prompts), _i(groups), stats, min_count).numpy()
+        hist_r, hist_g = np.concatenate([hist_r, rewards]), np.concatenate([hist_g, groups])
+        want = np_pgrpo_scale(rewards, prompts, groups, hist_r, hist_g, min_count)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, err_msg=f"batch {b}")
+        counts = np.array([np.sum(hist_g == k) for k in groups])
+        saw_cold |= bool((counts < min_count).any())
+        saw_warm |= bool((counts >= min_count).any())
+    assert saw_cold and saw_warm  # both branches were exercised
+
+
+def test_pgrpo_scale_is_pgrpo_without_the_offset():
+    """Corollary 3.1 with eps = 0: pgrpo - pgrpo_scale = (mu_G - mu_p) / sigma_p."""
+    rng = np.random.default_rng(4)
+    hist_r, hist_g = rng.normal(size=30), rng.integers(0, 2, size=30)
+    q = rng.permutation(np.repeat(np.arange(5), 4))
+    g = np.array([[0, 1, 1, 0, 1][k] for k in q])
+    r = rng.normal(loc=g, size=20)
+    a, b = GroupRewardStats(), GroupRewardStats()
+    a.update(_f(hist_r), _i(hist_g))
+    b.update(_f(hist_r), _i(hist_g))
+    full = pgrpo_advantages(_f(r), _i(q), _i(g), a, eps=0.0).numpy()
+    scale = pgrpo_scale_advantages(_f(r), _i(q), _i(g), b, eps=0.0).numpy()
+    all_r, all_g = np.concatenate([hist_r, r]), np.concatenate([hist_g, g])
+    mu_p = np.array([all_r[all_g == k].mean() for k in g])
+    sigma_p = np.array([all_r[all_g == k].std(ddof=1) for k in g])
+    mu_q = np.array([r[q == k].mean() for k in q])
+    np.testing.assert_allclose(full - scale, (mu_q - mu_p) / sigma_p, rtol=1e-9, atol=1e-12)
+    for k in np.unique(q):  # the scale estimator sums to zero within every prompt
+        assert abs(scale[q == k].sum()) < 1e-10
+
+
+def test_pgrpo_scale_registry_entry_honours_min_count_and_feeds_stats():
+    r, q, g = _f(R), _i(Q), _i([1] * len(R))
+    stats = GroupRewardStats()
+    got = get_advantage_fn("pgrpo_scale")(r, q, g, stats, AdvantageConfig(min_count=2)).numpy()
+    prompt_mean = np.array([np.mean([x for x, k in zip(R, Q) if k == qi]) for qi in Q])
+    np.testing.assert_allclose(got, (np.array(R) - prompt_mean) / (np.std(R, ddof=1) + 1e-4),
+                               rtol=1e-12)
+    assert stats.count(_i([1])).item() == len(R)
+    cold = get_advantage_fn("pgrpo_scale")(r, q, g, GroupRewardStats(), AdvantageConfig(min_count=100))
+    np.testing.assert_allclose(cold.numpy(), np_grpo(R, Q, "group"), rtol=1e-12)
+    # A constant prompt keeps advantage exactly 0 (no contrast), as in GRPO.
+    const = pgrpo_scale_advantages(_f([0.3, 0.3, 0.0, 1.0]), _i([0, 0, 1, 1]), _i([2, 2, 2, 2]), stats)
+    assert const[:2].tolist() == [0.0, 0.0]
