@@ -113,11 +113,14 @@ def build_tiny_tokenizer():
     return tok
 
 
-def build_tiny_model(seed: int = 0, hidden_size: int = 64, num_layers: int = 2):
-    """A randomly initialized Llama small enough for CPU unit tests (~0.1M params)."""
+def build_tiny_model(seed: int = 0, hidden_size: int = 64, num_layers: int = 2, tokenizer=None):
+    """A randomly initialized Llama small enough for CPU unit tests (~0.1M params).
+
+    `tokenizer`: any tokenizer with bos / eos / pad tokens (default: the byte-level one).
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = build_tiny_tokenizer()
+    tok = tokenizer if tokenizer is not None else build_tiny_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=hidden_size,
