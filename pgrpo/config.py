@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -27,10 +27,12 @@ class PolicyConfig(Section):
     prompts: str = Field("builtin", description="'builtin' or a .jsonl/.csv/.parquet prompt table")
     groups: str | None = Field(None, description="user_id -> group table (assign_groups) for a prepared prompt table")
     prompt_split: str | None = Field("train", description="keep prompt rows with this `split`; None keeps all")
-    reward: str = Field("length", description="rule reward name (pgrpo.rewards) or a reward-model folder")
+    reward: str = Field("length", description="rule reward name (pgrpo.rewards), a reward-model "
+                        "folder, or 'judge' (the judge table beside `prompts`: controlled experiments)")
     system_prompt: str | None = Field(None, description="system message; None keeps the chat template's")
     # the advantage estimator
-    advantage: Literal["pgrpo", "grpo"] = Field("pgrpo", description="registered estimator name")
+    advantage: str = Field("pgrpo", description="estimator name registered in pgrpo.advantages "
+                           "(pgrpo, grpo, ...)")
     scale: Literal["group", "batch", "none"] = Field("group", description="GRPO std scaling")
     min_count: int = Field(2, ge=2, description="P-GRPO: GRPO fallback until a group has this many rewards")
     half_life: float | None = Field(None, gt=0, description="P-GRPO history decay, in steps; None = all history")
@@ -52,7 +54,10 @@ class PolicyConfig(Section):
     beta: float = Field(0.0, ge=0, description="k3 KL weight; 0 loads no reference model")
     num_iterations: int = Field(1, ge=1, description="optimizer passes over each rollout batch")
     # optimization
-    lr: float = Field(3e-5, gt=0, description="AdamW learning rate")
+    optimizer: Literal["adamw", "sgd"] = Field(
+        "adamw", description="adamw; sgd (plain, no momentum) is the control where Adam's "
+        "per-parameter scaling could hide an advantage's scale (DESIGN.md section 1)")
+    lr: float = Field(3e-5, gt=0, description="learning rate")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant")
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -61,11 +66,26 @@ class PolicyConfig(Section):
     lora_r: int = Field(0, ge=0, description="LoRA rank; 0 trains all weights")
     lora_alpha: int = Field(16, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    # learning curves from the judge (pgrpo.judge_curve): held-out validation prompts
+    judge_every: int = Field(0, ge=0, description="judge the policy on validation prompts every k "
+                             "steps (and at step 0); 0 = off. Steps-to-90% and AUC then read it")
+    judge_prompts_per_group: int = Field(4, ge=1, description="validation prompts per group per point")
+    judge_samples_per_prompt: int = Field(2, ge=1, description="completions per prompt per point")
     # bookkeeping
     seed: int = Field(0)
     checkpoint_every: int = Field(10, ge=1, description="steps between checkpoints (and at the end)")
     keep_checkpoints: int = Field(2, ge=1)
     resume: bool = Field(True, description="continue from the last checkpoint in the output folder")
+
+    @field_validator("advantage")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from pgrpo.advantages import ADVANTAGE_ESTIMATORS  # torch only; no cycle
+
+        if name not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"unknown advantage estimator {name!r}; registered: "
+                             f"{sorted(ADVANTAGE_ESTIMATORS)}")
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,11 @@ from pgrpo.rewards import RewardFn, get_reward_fn
 from pgrpo.rollout import Rollout, batched_logprobs, eos_token_ids, generate, token_logprobs
 from pgrpo.step_metrics import group_metrics, rollout_metrics
 from pgrpo.tracking import JsonlLogger, MetricLogger, MultiLogger
+
+# A step hook sees the policy between steps and returns metrics to log at that step ({} when
+# it has nothing to say then); e.g. pgrpo.judge_curve, the judge on held-out prompts every k
+# steps. Hooks run on the main process with the model in eval mode and no gradients.
+StepHook = Callable[[int, torch.nn.Module, object], dict[str, float]]
 
 
 @dataclass
@@ -93,7 +99,8 @@ def _wrap_lora(model, cfg: PolicyConfig):
 
 
 # Fields a resumed run may change: how long it runs and how it checkpoints.
-RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "resume"}
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "resume", "judge_every",
+                     "judge_prompts_per_group", "judge_samples_per_prompt"}
 
 
 def _check_same_run(saved: dict, cfg: PolicyConfig, ckpt: Path) -> None:
@@ -109,8 +116,10 @@ class Trainer:
     """Holds the run's state; `train()` runs the steps. See module docstring."""
 
     def __init__(self, cfg: PolicyConfig, output_dir: str | Path, prompts: PromptSet | None = None,
-                 reward_fn: RewardFn | None = None, logger: MetricLogger | None = None):
+                 reward_fn: RewardFn | None = None, logger: MetricLogger | None = None,
+                 hooks: list[StepHook] | None = None):
         self.cfg, self.output_dir = cfg, Path(output_dir)
+        self.hooks = list(hooks or [])
         self.acc = _accelerator(_precision(cfg))
         torch.manual_seed(cfg.seed)
         if prompts is None:
@@ -129,7 +138,10 @@ class Trainer:
         if cfg.beta > 0 and not cfg.lora_r:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(self.acc.device)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         from transformers import get_scheduler
 
         # Stepped by hand once per optimizer step (not accelerate-prepared, which
@@ -160,6 +172,11 @@ class Trainer:
         self.logger = MultiLogger(jsonl, logger if self.acc.is_main_process else None)
 
     def _reward_fn(self) -> RewardFn:
+        if self.cfg.reward == "judge":  # the judge table the prepare stage wrote beside the prompts
+            from pgrpo.io import read_table
+            from pgrpo.judge import JudgeReward
+
+            return JudgeReward(read_table(Path(self.cfg.prompts).parent / "judge.parquet"))
         if Path(self.cfg.reward).is_dir():  # a reward model saved by train_reward
             from pgrpo.reward_model import GroupRewardFn
 
@@ -286,6 +303,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
 
+    @torch.no_grad()
+    def run_hooks(self) -> dict[str, float]:
+        """Every hook's metrics at the current step (main process only)."""
+        out: dict[str, float] = {}
+        if self.acc.is_main_process and self.hooks:
+            model = self.acc.unwrap_model(self.model)
+            was_training = model.training
+            model.eval()
+            for hook in self.hooks:
+                out.update(hook(self.step, model, self.tokenizer))
+            model.train(was_training)
+        return out
+
     def save(self) -> None:
         if self.acc.is_main_process:
             save_checkpoint(self.output_dir, self.step, self.acc.unwrap_model(self.model), self.optimizer,
@@ -299,8 +329,11 @@ class Trainer:
         end = cfg.steps if stop_after_steps is None else min(cfg.steps, self.step + stop_after_steps)
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"{cfg.advantage} training",
                    disable=not self.acc.is_main_process, dynamic_ncols=True)
+        if self.step == 0 and self.hooks:  # where the hooks' curves start: the untrained policy
+            self.logger.log_metrics(self.run_hooks(), 0)
         while self.step < end:
             metrics = self.train_step()
+            metrics.update(self.run_hooks())
             self.logger.log_metrics(metrics, self.step)
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['train/reward']:.3f}", loss=f"{metrics['train/loss']:.3f}",
@@ -337,7 +370,8 @@ class Trainer:
 
 def train_policy(cfg: PolicyConfig, output_dir: str | Path, *, prompts: PromptSet | None = None,
                  reward_fn: RewardFn | None = None, logger: MetricLogger | None = None,
-                 stop_after_steps: int | None = None) -> TrainResult:
+                 stop_after_steps: int | None = None,
+                 hooks: list[StepHook] | None = None) -> TrainResult:
     """The train_policy stage: train (or resume) and export the policy to output_dir/model."""
-    return Trainer(cfg, output_dir, prompts, reward_fn, logger).train(stop_after_steps)
+    return Trainer(cfg, output_dir, prompts, reward_fn, logger, hooks).train(stop_after_steps)
 
