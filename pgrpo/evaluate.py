@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -58,6 +59,8 @@ from pgrpo.config import (
 from pgrpo.io import atomic_outputs, read_table, write_json
 from pgrpo.judge import judge_kind, judge_scores
 from pgrpo.metrics import (
+    JUDGE_CURVE_KEY,
+    curve_key,
     learning_efficiency,
     majority_group,
     policy_summaries,
@@ -66,6 +69,8 @@ from pgrpo.metrics import (
 )
 from pgrpo.models import load_policy
 from pgrpo.prompts import PromptSet, load_prompts
+from pgrpo.reward_check import reward_signal_check
+from pgrpo.reward_check import warnings as reward_warnings
 from pgrpo.rollout import batched_logprobs, generate, token_logprobs
 from pgrpo.trainer import derived_seed
 
@@ -78,8 +83,12 @@ class EvalConfig(Section):
     """Evaluation of the trained policies (params.yaml section `evaluate`)."""
 
     prompts_per_group: int = Field(
-        8, ge=1, description="held-out prompts per group (seeded draw; fewer if fewer exist)")
+        16, ge=1, description="held-out test prompts per group (seeded draw; fewer if fewer exist)")
     samples_per_prompt: int = Field(4, ge=1, description="completions per prompt and policy")
+    val_prompts_per_group: int = Field(
+        8, ge=0, description="validation prompts per group: they pick the champion, and the "
+        "report's numbers never use them (0 = champion by the test numbers, and the report says so)")
+    val_samples_per_prompt: int = Field(2, ge=1, description="completions per validation prompt")
     max_new_tokens: int | None = Field(None, ge=1, description="None = the policy section's")
     temperature: float = Field(1.0, gt=0, description="sampling temperature (KL is measured at it)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; the KL assumes 1.0")
@@ -120,14 +129,25 @@ def check_inputs(processed_dir: Path, reward_dir: Path, policy_root: Path,
         _need(policy_root / alg / "metrics.jsonl", f"the training metrics of {alg!r}", stage)
 
 
-def eval_prompts(prompts_path: Path, groups_path: Path, per_group: int, seed: int) -> PromptSet:
-    """Up to `per_group` held-out prompts of every group: a seeded draw per group, fixed order."""
+def eval_role(prompt_id: str) -> str:
+    """'val' for about a third of the held-out prompts, else 'test': a fixed hash of the id, so
+    evaluate and the judge curves during training (pgrpo.judge_curve) agree on it without
+    sharing any setting, and a prompt never changes role when other settings change."""
+    digest = hashlib.sha256(f"eval-role:{prompt_id}".encode()).digest()
+    return "val" if digest[0] % 3 == 0 else "test"
+
+
+def eval_prompts(prompts_path: Path, groups_path: Path, per_group: int, seed: int,
+                 role: str = "test") -> PromptSet:
+    """Up to `per_group` held-out prompts of every group whose eval_role is `role`: a seeded
+    draw per group, fixed order."""
     ps = load_prompts(str(prompts_path), seed, groups_path, split="eval")
     order = np.argsort([m["prompt_id"] for m in ps.metadata], kind="stable")  # not file order
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
     for gid in range(len(ps.group_names)):
-        rows = [int(i) for i in order if int(ps.group_ids[i]) == gid]
+        rows = [int(i) for i in order if int(ps.group_ids[i]) == gid
+                and eval_role(ps.metadata[i]["prompt_id"]) == role]
         if len(rows) > per_group:
             rows = sorted(rng.choice(rows, per_group, replace=False).tolist(), key=rows.index)
         chosen += rows
@@ -197,10 +217,30 @@ def run_policy(model, tokenizer, base, prompts: PromptSet, cfg: EvalConfig,
 
 # ------------------------------------------------------------------ the stage
 
+def val_mean_reward(model, tokenizer, prompts: PromptSet, cfg: EvalConfig, policy: PolicyConfig,
+                    judge, reward_fn) -> float:
+    """Unweighted mean over groups of the judge's (else the learned) reward on validation prompts:
+    what picks the champion, kept apart from every number of the report."""
+    g = cfg.val_samples_per_prompt
+    completions, _ = run_policy(model, tokenizer, None, prompts,
+                                cfg.model_copy(update={"samples_per_prompt": g}), policy)
+    group_ids = prompts.group_ids.repeat_interleave(g)
+    if judge_kind(judge):
+        scores = judge_scores(judge, [m["user_id"] for m in prompts.metadata for _ in range(g)],
+                              completions)
+    else:
+        scores = reward_fn([p for p in prompts.prompts for _ in range(g)], completions, group_ids,
+                           None).double().numpy()
+    return float(np.mean([scores[group_ids.numpy() == k].mean()
+                          for k in torch.unique(group_ids).tolist()]))
+
+
 def score_policies(cfg: EvalConfig, policy: PolicyConfig, names: list[str], policy_root: Path,
-                   prompts: PromptSet, judge, reward_fn) -> tuple[dict, dict, list[dict]]:
+                   prompts: PromptSet, judge, reward_fn, val_prompts: PromptSet | None = None
+                   ) -> tuple[dict, dict, list[dict]]:
     """Sample and score every policy ("base" = policy.model). Returns (scores per policy for
-    pgrpo.metrics.policy_summaries, {policy: kl_to_base, neutral_loglik}, sample rows)."""
+    pgrpo.metrics.policy_summaries, {policy: kl_to_base, neutral_loglik[, val_mean_reward]},
+    sample rows)."""
     g, kind, lines = cfg.samples_per_prompt, judge_kind(judge), read_neutral(cfg.neutral_text)
     device = _device(cfg.device)
     users = [m["user_id"] for m in prompts.metadata for _ in range(g)]
@@ -220,6 +260,9 @@ def score_policies(cfg: EvalConfig, policy: PolicyConfig, names: list[str], poli
         scores[name] = {"judge": judged, "learned": learned}
         extra[name] = {"kl_to_base": 0.0 if name == "base" else kl,
                        "neutral_loglik": neutral_loglik(model, tok, lines, cfg.batch_size)}
+        if val_prompts is not None:
+            extra[name]["val_mean_reward"] = val_mean_reward(model, tok, val_prompts, cfg, policy,
+                                                             judge, reward_fn)
         samples += [{"policy": name, "prompt_id": prompts.metadata[i // g]["prompt_id"],
                      "user_id": users[i], "group": prompts.group_names[int(group_ids[i])],
                      "sample": i % g, "completion": c, "learned": float(learned[i]),
@@ -253,8 +296,11 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
     judge = read_table(processed_dir / "judge.parquet")
     reward_fn = GroupRewardFn(reward_dir, prompts.group_names, _device(cfg.device),
                               batch_size=cfg.batch_size)
+    val_prompts = eval_prompts(processed_dir / "prompts.parquet", groups_path,
+                               cfg.val_prompts_per_group, cfg.seed, role="val") \
+        if cfg.val_prompts_per_group else None
     scores, extra, samples = score_policies(cfg, policy, ["base", *algorithms], policy_root,
-                                            prompts, judge, reward_fn)
+                                            prompts, judge, reward_fn, val_prompts)
 
     group_of = np.array([s["group"] for s in samples if s["policy"] == "base"])
     clusters = np.repeat(np.arange(len(prompts)), cfg.samples_per_prompt)
@@ -266,15 +312,29 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
                  - extra["base"]["neutral_loglik"])
         if name != "base":
             eff = learning_efficiency(curves[name], list(sizes), cfg.convergence_fraction,
-                                      cfg.smooth_window)
+                                      cfg.smooth_window, curve_key(curves[name]))
             for grp, r in s["groups"].items():
                 r.update(eff[grp])
     kind = judge_kind(judge)
+    check = signal_check(scores["base"], prompts, clusters, policy.reward, cfg.samples_per_prompt)
+    for line in reward_warnings(check, policy.reward):
+        print(f"WARNING: {line}", file=sys.stderr)
+    by = "val_mean_reward" if val_prompts is not None else "mean_reward"
     results = {
         "judge": kind or "none",
+        "training_reward": policy.reward,
+        "reward_check": check,
+        "champion": max(summary, key=lambda a: (summary[a][by] if a != "base" else -np.inf,
+                                                 a)) if algorithms else None,
+        "champion_by": by,
+        "val_prompts": {} if val_prompts is None else {
+            grp: int((val_prompts.group_ids == i).sum())
+            for i, grp in enumerate(val_prompts.group_names)},
         "groups": sizes, "majority_group": majority_group(sizes),
         "eval_prompts": {grp: int((prompts.group_ids == i).sum())
                          for i, grp in enumerate(prompts.group_names)},
+        "curve_source": {alg: "judge" if curve_key(rows) == JUDGE_CURVE_KEY else "training reward"
+                         for alg, rows in curves.items()},
         "settings": {**cfg.model_dump(), "model": policy.model,
                      "max_new_tokens": cfg.max_new_tokens or policy.max_new_tokens,
                      "steps_key": steps_key(cfg.convergence_fraction)},
@@ -282,6 +342,21 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
     }
     write_outputs(reports_dir, results, curves, samples, cfg.smooth_window)
     return results
+
+
+def signal_check(base_scores: dict, prompts: PromptSet, clusters: np.ndarray, training_reward: str,
+                 g: int) -> dict | None:
+    """The reward-signal check (pgrpo.reward_check) on the base policy's test samples: the
+    training reward (the judge itself when policy.reward is 'judge', else the learned reward
+    model) against the judge, for every registered estimator. None without a judge."""
+    from pgrpo.advantages import ADVANTAGE_ESTIMATORS
+
+    if base_scores["judge"] is None:
+        return None
+    train = base_scores["judge"] if training_reward == "judge" else base_scores["learned"]
+    return reward_signal_check(train, base_scores["judge"], clusters,
+                               prompts.group_ids.repeat_interleave(g).numpy(),
+                               sorted(ADVANTAGE_ESTIMATORS), prompts.group_names)
 
 
 def write_outputs(reports_dir: Path, results: dict, curves: dict[str, list[dict]],
@@ -307,14 +382,18 @@ def write_outputs(reports_dir: Path, results: dict, curves: dict[str, list[dict]
 
 
 def write_curves(path: Path, curves: dict[str, list[dict]], groups: list[str]) -> None:
-    """Tidy per-step training rewards: step, algorithm, group, reward (for `dvc plots`)."""
+    """Tidy per-step rewards for `dvc plots`: step, algorithm, group, reward, source. Per
+    algorithm the curve the efficiency numbers read: the judge's on validation prompts when
+    the run logged it (source "judge"), else the training batch reward ("train")."""
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["step", "algorithm", "group", "reward"])
+        w.writerow(["step", "algorithm", "group", "reward", "source"])
         for alg, rows in curves.items():
+            key = curve_key(rows)
+            source = "judge" if key == JUDGE_CURVE_KEY else "train"
             for grp in groups:
-                for step, value in zip(*reward_curve(rows, grp)):
-                    w.writerow([int(step), alg, grp, repr(value)])
+                for step, value in zip(*reward_curve(rows, grp, key)):
+                    w.writerow([int(step), alg, grp, repr(value), source])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,3 +71,27 @@ def judge_scores(judge: pd.DataFrame, user_ids: Sequence[str],
     out = movielens_rule_reward([""] * len(users), list(completions), torch.zeros(len(users)),
                                 [meta[u] for u in users])
     return out.double().numpy()
+
+
+class JudgeReward:
+    """The judge as the training reward (`policy.reward: judge`), for controlled experiments.
+
+    Nothing is learned, so nothing can be hacked; the evaluation then measures the same
+    thing training optimized, and the report says so. Samples name their user in
+    metadata['user_id'] (prepared prompt tables carry it).
+    """
+
+    def __init__(self, judge: pd.DataFrame):
+        if judge_kind(judge) is None:
+            raise ValueError("reward 'judge': the judge table has no rows (the file source has "
+                             "no judge); train on a reward model instead")
+        self.judge = judge
+
+    def __call__(self, prompts: list[str], completions: list[str], group_ids: torch.Tensor,
+                 metadata: list[dict]) -> torch.Tensor:
+        missing = [i for i, m in enumerate(metadata) if "user_id" not in (m or {})]
+        if missing:
+            raise ValueError(f"reward 'judge': samples {missing[:5]} have no user_id in their "
+                             "metadata (a prepared prompt table carries one)")
+        users = [m["user_id"] for m in metadata]
+        return torch.from_numpy(judge_scores(self.judge, users, completions)).float()

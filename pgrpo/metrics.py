@@ -68,6 +68,42 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, level: float = 0.9
     return mean, float(min(lo, mean)), float(max(hi, mean))
 
 
+def stratified_mean_ci(values: Sequence[float], strata: Sequence, clusters: Sequence,
+                       n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                       baseline: Sequence[float] | None = None) -> tuple[float, float, float]:
+    """(estimate, lo, hi) of the unweighted mean over strata (groups) of each stratum's mean,
+    by a percentile bootstrap that resamples whole clusters (prompts) within each stratum.
+
+    With `baseline` (paired with `values`: same prompt, same sampling seed), the estimate
+    is the paired difference values - baseline, and both are resampled with the same
+    clusters: the interval of a policy's gain over the base, narrower than the two
+    separate intervals because prompt difficulty cancels.
+    """
+    x = _finite(values, "stratified_mean_ci")
+    y = np.zeros_like(x) if baseline is None else _finite(baseline, "stratified_mean_ci baseline")
+    st, cl = np.asarray(strata).ravel(), np.asarray(clusters).ravel()
+    if not (x.size == y.size == st.size == cl.size):
+        raise ValueError(f"stratified_mean_ci: {x.size} values, {y.size} baseline, {st.size} "
+                         f"strata, {cl.size} clusters")
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    d = x - y
+    rng = np.random.default_rng(seed)
+    estimate, boots = 0.0, np.zeros(n_boot)
+    names = np.unique(st)
+    for name in names:
+        sel = st == name
+        _, inv = np.unique(cl[sel], return_inverse=True)
+        sums, counts = np.bincount(inv, weights=d[sel]), np.bincount(inv).astype(np.float64)
+        estimate += sums.sum() / counts.sum()
+        idx = rng.integers(0, sums.size, size=(n_boot, sums.size))
+        boots += sums[idx].sum(1) / counts[idx].sum(1)
+    estimate, boots = estimate / len(names), boots / len(names)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    return float(estimate), float(min(lo, estimate)), float(max(hi, estimate))
+
+
 def win_rate(a: Sequence[float], b: Sequence[float]) -> float:
     """Share of paired samples where a beats b; a tie counts 0.5 (so a vs itself is 0.5).
 
@@ -238,9 +274,18 @@ def policy_summaries(scores: Mapping[str, Mapping[str, np.ndarray | None]], grou
                 "learned_reward": float(s["learned"][sel].mean()), "reward_gap": _num(gap)}
         means = {g: r["reward"] for g, r in per_group.items() if r["reward"] is not None}
         worst = min(means, key=lambda g: (means[g], g)) if means else None
+        present = np.isin(groups, list(means))
+        _, lo, hi = stratified_mean_ci(s[main][present], groups[present], clusters[present],
+                                       n_boot, level, seed)
+        gain = (None, None, None) if name == "base" else stratified_mean_ci(
+            s[main][present], groups[present], clusters[present], n_boot, level, seed,
+            baseline=base[main][present])
         out[name] = {
             "groups": per_group,
             "mean_reward": float(np.mean(list(means.values()))) if means else None,
+            "mean_ci_low": _num(lo), "mean_ci_high": _num(hi),
+            "gain_vs_base": _num(gain[0]), "gain_ci_low": _num(gain[1]),
+            "gain_ci_high": _num(gain[2]),
             "worst_group": worst, "worst_group_reward": means.get(worst),
             "minority_majority_gap": minority_majority_gap(means, sizes),
             "win_rate": None if name == "base" else win_rate(s[main], base[main]),
@@ -254,13 +299,23 @@ def steps_key(fraction: float) -> str:
     return f"steps_to_{round(fraction * 100):d}"
 
 
+JUDGE_CURVE_KEY = "judge/reward/{group}"  # written by pgrpo.judge_curve
+TRAIN_CURVE_KEY = "train/reward/{group}"
+
+
+def curve_key(rows: Sequence[Mapping]) -> str:
+    """The judge's validation curve when the run logged one, else the training reward's."""
+    judged = any(k.startswith("judge/reward/") for r in rows for k in r)
+    return JUDGE_CURVE_KEY if judged else TRAIN_CURVE_KEY
+
+
 def learning_efficiency(rows: Sequence[Mapping], groups: Sequence[str], fraction: float = 0.9,
-                        window: int = 3) -> dict[str, dict]:
-    """{group: {steps_key(fraction): step or None, "auc": mean training reward or None}}
-    from metrics.jsonl rows (train/reward/<group>)."""
+                        window: int = 3, key: str = TRAIN_CURVE_KEY) -> dict[str, dict]:
+    """{group: {steps_key(fraction): step or None, "auc": mean reward over training or None}}
+    from metrics.jsonl rows (`key`: the training reward, or the judge's curve)."""
     out = {}
     for g in groups:
-        steps, values = reward_curve(rows, g)
+        steps, values = reward_curve(rows, g, key)
         st = steps_to_fraction(steps, values, fraction, window)
         out[g] = {steps_key(fraction): int(st) if st is not None and st.is_integer() else st,
                   "auc": _num(curve_auc(steps, values)) if steps else None}

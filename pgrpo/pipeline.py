@@ -32,7 +32,6 @@ from pgrpo import paths
 from pgrpo.config import PolicyConfig, load_section, policy_config, read_params
 
 STAGES = ("prepare", "assign_groups", "train_reward", "train_policy", "evaluate")
-POLICY_METRIC = "eval/mean_reward"  # headline metric that picks the champion policy
 
 
 def _check(stage: str, params_file: Path, algorithm: str | None) -> None:
@@ -141,7 +140,14 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
     if track:
         from pgrpo.mlflow_tracking import MlflowLogger
         extra.append(MlflowLogger())
-    result = train_policy(cfg, out, logger=MultiLogger(*extra) if extra else None)
+    hooks = []
+    if cfg.judge_every:
+        from pgrpo.judge_curve import JudgeCurve
+        hooks.append(JudgeCurve.from_processed(
+            paths.PROCESSED, cfg.judge_every, cfg.judge_prompts_per_group,
+            cfg.judge_samples_per_prompt, cfg.max_new_tokens, temperature=cfg.temperature,
+            system_prompt=cfg.system_prompt, last_step=cfg.steps))
+    result = train_policy(cfg, out, logger=MultiLogger(*extra) if extra else None, hooks=hooks)
     if track:
         from pgrpo.mlflow_tracking import log_figure
         from pgrpo.plots import plot_group_rewards
@@ -173,8 +179,10 @@ def _evaluate(cfgs, algorithm, track, policy_root: Path, reports_dir: Path) -> d
         # Champion = best policy of this pipeline run; only registered versions can be aliased.
         if track.log_models and track.register_models:
             from pgrpo.mlflow_models import promote_best_policy
-            promote_best_policy({a: r["mean_reward"] for a, r in results["algorithms"].items()},
-                                POLICY_METRIC)
+            # Picked on the validation prompts (evaluate.val_prompts_per_group), which none of
+            # the report's numbers use; the test numbers would make the champion's look better.
+            by = results["champion_by"]
+            promote_best_policy({a: r[by] for a, r in results["algorithms"].items()}, f"eval/{by}")
     return results
 
 

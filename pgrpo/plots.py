@@ -22,7 +22,7 @@ matplotlib.use("Agg")  # before pyplot: headless machines, DVC / Prefect workers
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from pgrpo.metrics import reward_curve, running_mean
+from pgrpo.metrics import JUDGE_CURVE_KEY, curve_key, reward_curve, running_mean
 
 BASE_COLOR = "0.55"
 
@@ -61,9 +61,15 @@ def _grid(n: int, max_cols: int = 3, size: tuple[float, float] = (4.6, 3.3)):
 def plot_group_rewards(curves: Mapping[str, Sequence[Mapping]],
                        groups: Mapping[str, int] | Sequence[str],
                        out_png: str | Path, smooth_window: int = 3,
-                       ylabel: str = "batch reward (learned RM)") -> Path:
+                       ylabel: str | None = None) -> Path:
     """One subplot per group, one line per algorithm: the running mean (solid) over the raw
-    per-step batch reward (faint dots). Steps whose batch missed a group are skipped."""
+    per-step reward (faint dots): the judge on validation prompts where the run logged it
+    (pgrpo.judge_curve), else the training batch reward. Steps without the group are skipped."""
+    keys = {alg: curve_key(rows) for alg, rows in curves.items()}
+    if ylabel is None:
+        sources = {"judge (validation)" if k == JUDGE_CURVE_KEY else "training batch"
+                   for k in keys.values()}
+        ylabel = f"reward: {' / '.join(sorted(sources)) or 'training batch'}"
     sizes = _sizes(groups)
     colors = algorithm_colors(list(curves))
     fig, axes = _grid(max(len(sizes), 1))
@@ -71,7 +77,7 @@ def plot_group_rewards(curves: Mapping[str, Sequence[Mapping]],
     for k, (ax, (group, size)) in enumerate(zip(axes, sizes.items())):
         empty = True
         for alg, rows in curves.items():
-            steps, values = reward_curve(rows, group)
+            steps, values = reward_curve(rows, group, keys[alg])
             if not steps:
                 continue
             empty, c = False, colors[alg]

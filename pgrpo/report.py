@@ -104,6 +104,52 @@ def reading(results: dict) -> list[str]:
     return out
 
 
+def _curve_source(results: dict) -> str:
+    src = results.get("curve_source") or {}
+    judged = sorted(a for a, v in src.items() if v == "judge")
+    trained = sorted(a for a, v in src.items() if v != "judge")
+    out = []
+    if judged:
+        out.append(f"For {', '.join(judged)} both read the judge on held-out validation prompts "
+                   "during training (policy.judge_every).")
+    if trained:
+        out.append(f"For {', '.join(trained)} both read the training reward on training batches "
+                   "(metrics.jsonl), which a hacked reward model can inflate: set "
+                   "policy.judge_every to read the judge instead.")
+    return " ".join(out)
+
+
+def _interval(r: dict, key: str, lo: str, hi: str, signed: bool = False) -> str:
+    if r.get(key) is None:
+        return "–"
+    return f"{fmt(r[key], signed=signed)} [{fmt(r.get(lo), signed=signed)}, {fmt(r.get(hi), signed=signed)}]"
+
+
+def signal_section(results: dict) -> list[str]:
+    """The reward-signal check (pgrpo.reward_check): a table per group and its warnings."""
+    check = results.get("reward_check")
+    if not check:
+        return []
+    from pgrpo.reward_check import warnings
+
+    ests = check["estimators"]
+    lines = ["## Training reward vs the judge (reward-signal check)", "",
+             f"On the base policy's test samples, the training reward (`{results['training_reward']}`) "
+             "against the judge. Within-prompt: mean over prompts of the rank correlation among one "
+             "prompt's completions (what every estimator learns from). Between-prompt share: the "
+             "part of the reward's variance that lies between prompts (P-GRPO keeps it as a "
+             "per-prompt offset, GRPO removes it). Advantage correlation: rank correlation of each "
+             "estimator's advantage with the judge's within-prompt contrast, pooled over the group.",
+             ""]
+    lines += _table(["group", "within-prompt corr", "between-prompt share (reward)",
+                     "between-prompt share (judge)", *[f"adv corr {e}" for e in ests]],
+                    [[g, fmt(v["within_corr"], 2), fmt(v["between_share"], 2),
+                      fmt(v["judge_between_share"], 2), *[fmt(v[f"adv_corr/{e}"], 2) for e in ests]]
+                     for g, v in check["groups"].items()])
+    lines += [""] + [f"- **Warning**: {w}" for w in warnings(check, results["training_reward"])]
+    return lines + [""]
+
+
 def render_report(results: dict) -> str:
     s, sizes = results["settings"], results["groups"]
     pols = {"base": results["base"], **results["algorithms"]}
@@ -127,22 +173,43 @@ def render_report(results: dict) -> str:
         "Learned-vs-judge gap: gain over the base under the reward model minus gain under the "
         "judge, each in SD units of that score (positive = the reward model is more impressed "
         "than the user: reward hacking shows here).")
+    gain_note = (
+        " Intervals of the mean and of the gain resample prompts within each group (the gain "
+        "pairs each sample with the base's sample of the same prompt and seed); a gain interval "
+        "above 0 means the policy beats the base on these prompts.")
     efficiency_note = (
         f"Steps to {pct}%: first training step at which the running mean (window "
         f"{s['smooth_window']}) of the group's batch reward reaches {pct}% of its gain from the "
-        "first step to the end; – = the curve did not improve. Training AUC: mean training "
-        "reward over the run (trapezoid / steps). Both read the learned reward on training batches "
-        "(metrics.jsonl).")
+        "first step to the end; – = the curve did not improve. AUC: mean reward over the run "
+        "(trapezoid / steps). " + _curve_source(results))
 
-    lines = ["# Evaluation report", "", intro, "", "## Headline", ""]
+    lines = ["# Evaluation report", "", intro, ""]
+    if results.get("training_reward") == "judge":
+        lines += ["**The judge was also the training reward** (`policy.reward: judge`): a "
+                  "controlled experiment. These numbers measure how well each algorithm optimizes "
+                  "a known reward, not how well a learned reward model stands in for users.", ""]
+    lines += ["## Headline", ""]
     lines += _table(
-        ["policy", "mean reward", "worst group", "minority-majority gap", "win rate vs base",
-         "KL to base (nats/token)", "neutral log-lik Δ"],
-        [[n, fmt(r["mean_reward"]), f"{r['worst_group'] or '–'} ({fmt(r['worst_group_reward'])})",
+        ["policy", "mean reward [CI]", "gain vs base [paired CI]", "worst group",
+         "minority-majority gap", "win rate vs base", "KL to base (nats/token)",
+         "neutral log-lik Δ"],
+        [[n, _interval(r, "mean_reward", "mean_ci_low", "mean_ci_high"),
+          _interval(r, "gain_vs_base", "gain_ci_low", "gain_ci_high", signed=True),
+          f"{r['worst_group'] or '–'} ({fmt(r['worst_group_reward'])})",
           fmt(r["minority_majority_gap"], signed=True), fmt(r["win_rate"]),
           fmt(r["kl_to_base"], 4), fmt(r["neutral_loglik_delta"], 4, signed=True)]
          for n, r in pols.items()])
-    lines += ["", headline_note, "", "## Reward per group", ""]
+    lines += ["", headline_note + gain_note, ""]
+    if results.get("champion"):
+        by = results["champion_by"]
+        where = (f"the mean reward on {sum(results['val_prompts'].values())} validation prompts "
+                 "that no number above uses" if by == "val_mean_reward" else
+                 "the test numbers above (no validation prompts were set aside, so the champion's "
+                 "numbers are biased upward)")
+        lines += [f"Champion (MLflow alias `champion`): **{results['champion']}**, picked by {where}.",
+                  ""]
+    lines += signal_section(results)
+    lines += ["## Reward per group", ""]
     lines += _table(["group", "users", "eval prompts", *pols],
                     [[g, str(n), str(results["eval_prompts"].get(g, 0)),
                       *[ci(r["groups"][g]) for r in pols.values()]] for g, n in sizes.items()])
@@ -151,7 +218,7 @@ def render_report(results: dict) -> str:
              fmt(x["reward_gap"], signed=True), fmt(x.get(key)), fmt(x.get("auc"))]
             for g in sizes for n, r in results["algorithms"].items() for x in [r["groups"][g]]]
     lines += _table(["group", "algorithm", "reward [CI]", "win rate", "learned reward",
-                     "learned-vs-judge gap", f"steps to {pct}%", "training AUC"], rows, left=2)
+                     "learned-vs-judge gap", f"steps to {pct}%", "AUC"], rows, left=2)
     lines += ["", efficiency_note, "", "## Figures", "",
               "![Per-group training reward](figures/group_rewards.png)", "",
               "![Final per-group reward](figures/final_rewards.png)", "", "## Reading", ""]

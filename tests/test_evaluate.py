@@ -60,8 +60,14 @@ def run(tmp_path_factory):
                   data)
     train_reward(RewardConfig(encoder="tiny-random-bert", epochs=1, max_length=64, batch_size=32),
                  data / "pairs.parquet", data / "groups.parquet", tmp / "reward")
+    from pgrpo.judge_curve import JudgeCurve
+
     for alg in ALGS:
-        train_policy(policy_cfg(tmp, advantage=alg), tmp / "policy" / alg)
+        # grpo also logs the judge's validation curve (policy.judge_every) and trains on the
+        # judge itself; pgrpo keeps the learned reward and the training-reward curve.
+        hooks = [JudgeCurve.from_processed(data, 1, 2, 2, 8, last_step=2)] if alg == "grpo" else []
+        reward = {"reward": "judge"} if alg == "grpo" else {}
+        train_policy(policy_cfg(tmp, advantage=alg, **reward), tmp / "policy" / alg, hooks=hooks)
     results = evaluate(eval_cfg(), policy_cfg(tmp), ALGS, data, tmp / "reward", tmp / "policy",
                        tmp / "reports")
     return tmp, results
@@ -131,13 +137,15 @@ def test_report_and_curves_carry_the_metrics(run):
 
     with (tmp / "reports" / "curves.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["step", "algorithm", "group", "reward"]
+    assert list(rows[0]) == ["step", "algorithm", "group", "reward", "source"]
     for alg in ALGS:
         logged = read_metrics(tmp / "policy" / alg / "metrics.jsonl")
+        source = "judge" if alg == "grpo" else "train"  # grpo logged the judge's curve
+        assert {x["source"] for x in rows if x["algorithm"] == alg} == {source}
         for g, r in results["algorithms"][alg]["groups"].items():
             ours = [(int(x["step"]), float(x["reward"])) for x in rows
                     if x["algorithm"] == alg and x["group"] == g]
-            name = f"train/reward/{g}"
+            name = f"{source}/reward/{g}"
             expected = [(m["step"], m[name]) for m in logged if m.get(name) is not None]
             assert ours == expected
             if ours:
@@ -234,3 +242,77 @@ def test_judge_errors_are_clear():
     mixed = pd.concat([judge, judge.assign(user_id="u2", kind="heldout_items")])
     with pytest.raises(ValueError, match="one kind"):
         judge_scores(mixed, ["u1"], ["a"])
+
+
+def test_judge_curve_logged_from_step_0_and_read_for_efficiency(run):
+    tmp, results = run
+    rows = read_metrics(tmp / "policy" / "grpo" / "metrics.jsonl")
+    judged = [r["step"] for r in rows if "judge/mean_reward" in r]
+    assert judged == [0, 1, 2]
+    assert results["curve_source"] == {"pgrpo": "training reward", "grpo": "judge"}
+    groups = [k.split("/", 2)[2] for k in rows[0] if k.startswith("judge/reward/")]
+    assert groups and all(isinstance(rows[0][f"judge/reward/{g}"], float) for g in groups)
+    # The AUC of grpo's groups is the judge curve's, not the training reward's.
+    g = groups[0]
+    steps = [r["step"] for r in rows if f"judge/reward/{g}" in r]
+    values = [r[f"judge/reward/{g}"] for r in rows if f"judge/reward/{g}" in r]
+    assert results["algorithms"]["grpo"]["groups"][g]["auc"] == pytest.approx(curve_auc(steps, values))
+
+
+def test_judge_curve_points_reuse_the_same_draws():
+    """Two calls on the same model give the same numbers and leave torch's RNG where it was."""
+    import torch
+
+    from pgrpo.data.personas import make_personas, persona_to_json
+    from pgrpo.judge_curve import JudgeCurve
+    from pgrpo.models import load_policy
+    from pgrpo.prompts import from_records
+
+    personas = make_personas(2)
+    prompts = from_records([{"prompt": f"Recommend a song {i}", "group": p.name, "user_id": f"u{i}"}
+                            for i, p in enumerate(personas)], [p.name for p in personas])
+    judge = pd.DataFrame({"user_id": ["u0", "u1"], "kind": "persona_utility",
+                          "payload": [persona_to_json(p) for p in personas]})
+    model, tok = load_policy("tiny-random-llama")
+    hook = JudgeCurve(prompts, judge, every=2, samples=2, max_new_tokens=6)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    first = hook(0, model, tok)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert hook(2, model, tok) == first and hook(1, model, tok) == {}
+    assert set(first) == {"judge/reward/mainstream", "judge/reward/emoji_fan", "judge/mean_reward"}
+
+
+def test_reward_check_champion_and_gain_intervals(run):
+    tmp, results = run
+    from pgrpo.advantages import ADVANTAGE_ESTIMATORS
+
+    check = results["reward_check"]
+    assert check["estimators"] == sorted(ADVANTAGE_ESTIMATORS)
+    for g, v in check["groups"].items():
+        assert -1 <= v["within_corr"] <= 1 and 0 <= v["between_share"] <= 1
+        assert all(f"adv_corr/{e}" in v for e in ADVANTAGE_ESTIMATORS)
+    assert results["training_reward"] == str(tmp / "reward")
+    assert results["champion_by"] == "val_mean_reward" and results["champion"] in ALGS
+    vals = {a: results["algorithms"][a]["val_mean_reward"] for a in ALGS}
+    assert results["champion"] == max(vals, key=lambda a: (vals[a], a))
+    for alg in ALGS:
+        r = results["algorithms"][alg]
+        assert r["gain_ci_low"] <= r["gain_vs_base"] <= r["gain_ci_high"]
+        assert r["gain_vs_base"] == pytest.approx(r["mean_reward"] - results["base"]["mean_reward"])
+        assert r["mean_ci_low"] <= r["mean_reward"] <= r["mean_ci_high"]
+    report = (tmp / "reports" / "report.md").read_text()
+    assert "reward-signal check" in report and f"**{results['champion']}**" in report
+
+
+def test_val_and_test_prompts_never_overlap(run):
+    tmp, _ = run
+    from pgrpo.evaluate import eval_prompts, eval_role
+
+    data = tmp / "data"
+    test = eval_prompts(data / "prompts.parquet", data / "groups.parquet", 50, 0)
+    val = eval_prompts(data / "prompts.parquet", data / "groups.parquet", 50, 0, role="val")
+    ids_t = {m["prompt_id"] for m in test.metadata}
+    ids_v = {m["prompt_id"] for m in val.metadata}
+    assert ids_t and ids_v and not ids_t & ids_v
+    assert {eval_role(i) for i in ids_v} == {"val"} and {eval_role(i) for i in ids_t} == {"test"}
