@@ -40,6 +40,10 @@ from torch import Tensor, nn
 from pgrpo.encoder import mean_pool
 
 Conditioning = Literal["embedding", "heads"]
+# What the encoder reads: the (prompt, response) text pair, or the response alone. With the
+# group carrying the preference, the prompt only lets the score's level move from prompt to
+# prompt, which Bradley-Terry never pins (DESIGN.md section 1: P-GRPO's offset term).
+Inputs = Literal["prompt_response", "response"]
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
@@ -50,13 +54,16 @@ class RewardModel(nn.Module):
 
     def __init__(self, encoder: nn.Module, tokenizer, group_map: dict[str, int],
                  conditioning: Conditioning = "heads", max_length: int = 256,
-                 encoder_name: str = "") -> None:
+                 encoder_name: str = "", inputs: Inputs = "prompt_response") -> None:
         super().__init__()
         if sorted(group_map.values()) != list(range(len(group_map))):
             raise ValueError(f"group map indices must be 0..{len(group_map) - 1}: {group_map}")
         self.encoder, self.tokenizer = encoder, tokenizer
         self.group_map, self.conditioning = dict(group_map), conditioning
         self.max_length, self.encoder_name = max_length, encoder_name
+        if inputs not in ("prompt_response", "response"):
+            raise ValueError(f"inputs must be 'prompt_response' or 'response', got {inputs!r}")
+        self.inputs = inputs
         hidden, n_groups = encoder.config.hidden_size, len(group_map)
         if conditioning == "heads":
             self.head = nn.Linear(hidden, n_groups)
@@ -86,9 +93,9 @@ class RewardModel(nn.Module):
         # Text-pair encoding: [CLS] prompt [SEP] response [SEP], segment ids tell them apart.
         # longest_first truncation trims whichever side is longer, so a long prompt
         # (a movie history) cannot push the response out entirely.
-        batch = self.tokenizer(list(prompts), list(responses), padding=True,
-                               truncation="longest_first", max_length=self.max_length,
-                               return_tensors="pt").to(self.device)
+        pair = (list(responses),) if self.inputs == "response" else (list(prompts), list(responses))
+        batch = self.tokenizer(*pair, padding=True, truncation="longest_first",
+                               max_length=self.max_length, return_tensors="pt").to(self.device)
         return mean_pool(self.encoder(**batch).last_hidden_state, batch["attention_mask"])
 
     def reward_from_pooled(self, pooled: Tensor, group_ids: Tensor) -> Tensor:
@@ -123,6 +130,7 @@ class RewardModel(nn.Module):
             "conditioning": self.conditioning,
             "group_map": self.group_map,
             "max_length": self.max_length,
+            "inputs": self.inputs,
         }
 
 
@@ -161,7 +169,7 @@ def load_reward_model(path: str | Path, device: str | torch.device | None = None
     encoder = AutoModel.from_config(AutoConfig.for_model(enc_cfg.pop("model_type"), **enc_cfg))
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     model = RewardModel(encoder, tokenizer, cfg["group_map"], cfg["conditioning"],
-                        cfg["max_length"], cfg["encoder"])
+                        cfg["max_length"], cfg["encoder"], cfg.get("inputs", "prompt_response"))
     missing, unexpected = safetensors.torch.load_model(model, str(path / WEIGHTS), strict=False)
     if missing or unexpected:
         raise ValueError(f"{path / WEIGHTS} does not match {CONFIG}: missing {missing[:5]}, "

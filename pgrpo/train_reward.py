@@ -58,6 +58,9 @@ class RewardConfig(Section):
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
     max_length: int = Field(256, ge=8, description="tokens of prompt + response, truncated longest-first")
+    inputs: Literal["prompt_response", "response"] = Field(
+        "prompt_response", description="what the encoder reads: the (prompt, response) pair, or the "
+        "response alone (the group carries the preference; no per-prompt level to drift)")
     freeze_encoder: bool = Field(False, description="train only the head (fast, weaker)")
     eval_batch_size: int = Field(64, ge=1, description="pairs per forward when scoring held-out pairs")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
@@ -122,7 +125,8 @@ def _frozen_features(model, df: pd.DataFrame, batch_size: int) -> tuple[torch.Te
     27 % of the default data's texts), in order of length so a batch pads little.
     """
     model.encoder.eval()
-    texts = list(zip(df["prompt"], df["chosen"])) + list(zip(df["prompt"], df["rejected"]))
+    prompts = [""] * len(df) if model.inputs == "response" else list(df["prompt"])
+    texts = list(zip(prompts, df["chosen"])) + list(zip(prompts, df["rejected"]))
     unique = sorted(set(texts), key=lambda t: (len(t[0]) + len(t[1]), t))
     parts = [model.pool([p for p, _ in unique[i:i + batch_size]],
                         [r for _, r in unique[i:i + batch_size]])
@@ -154,7 +158,7 @@ def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "
     device = _device(cfg.device)
     encoder, tokenizer = load_encoder(cfg.encoder)
     model = RewardModel(encoder, tokenizer, group_map, cfg.conditioning, cfg.max_length,
-                        cfg.encoder).float().to(device)
+                        cfg.encoder, cfg.inputs).float().to(device)
     model.encoder.requires_grad_(not cfg.freeze_encoder)
     head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     param_groups = [{"params": head_params, "lr": cfg.head_lr}]

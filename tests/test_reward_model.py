@@ -319,3 +319,29 @@ def test_frozen_encoder_trains_the_head_on_cached_features(tables, tmp_path):
     r_c = model.score(train["prompt"].tolist(), train["chosen"].tolist(), gids)
     r_r = model.score(train["prompt"].tolist(), train["rejected"].tolist(), gids)
     assert (r_c > r_r).float().mean() >= 0.9
+
+
+def test_response_only_inputs_ignore_the_prompt(tables, tmp_path):
+    """inputs='response': the score of a response is the same under any prompt (no per-prompt
+    level), survives save/load, and the frozen-feature cache matches full scoring."""
+    out = tmp_path / "resp"
+    metrics = train_reward(tiny_cfg(freeze_encoder=True, inputs="response", epochs=3), *tables, out)
+    model = load_reward_model(out, "cpu")
+    assert model.inputs == "response"
+    gids = torch.tensor([0, 0, 1])
+    responses = ["a short answer", "a much longer answer about jazz", "one more"]
+    a = model.score(["prompt one"] * 3, responses, gids)
+    b = model.score(["an entirely different, longer prompt text"] * 3, responses, gids)
+    torch.testing.assert_close(a, b)
+    pairs = pd.read_parquet(tables[0]).merge(pd.read_parquet(tables[1]), on="user_id")
+    held = pairs[pairs["split"] == "eval"]
+    hg = torch.tensor([model.group_map[g] for g in held["group"]])
+    acc = (model.score(held["prompt"].tolist(), held["chosen"].tolist(), hg)
+           > model.score(held["prompt"].tolist(), held["rejected"].tolist(), hg)).float().mean()
+    assert metrics["eval_accuracy"] == pytest.approx(acc.item())
+    # The default still reads the prompt: the same responses score differently per prompt.
+    train_reward(tiny_cfg(freeze_encoder=True), *tables, tmp_path / "pair")
+    default = load_reward_model(tmp_path / "pair", "cpu")
+    assert default.inputs == "prompt_response"
+    assert not torch.allclose(default.score(["prompt one"] * 3, responses, gids),
+                              default.score(["an entirely different prompt"] * 3, responses, gids))
