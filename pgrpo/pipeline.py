@@ -87,8 +87,13 @@ def stage_configs(stage: str, params_file: Path, algorithm: str | None) -> tuple
         from pgrpo.groups import AssignConfig
         cfg = load_section(params_file, "assign_groups", AssignConfig)
     elif stage == "train_reward":
+        from pgrpo.prepare import PrepareConfig
         from pgrpo.train_reward import RewardConfig
-        cfg = load_section(params_file, "reward", RewardConfig)
+        # policy pairs sample the base policy (policy.model) and label with prepare's noise
+        cfg = (load_section(params_file, "reward", RewardConfig),
+               load_section(params_file, "policy", PolicyConfig),
+               load_section(params_file, "prepare", PrepareConfig))
+        return cfg, cfg[0].model_dump()
     elif stage == "train_policy":
         cfg = policy_config(params_file, algorithm)
     else:
@@ -118,12 +123,21 @@ def _assign_groups(cfg, algorithm, track, **where) -> dict:
                    "groups", track)
 
 
-def _train_reward(cfg, algorithm, track, **where) -> dict:
+def _train_reward(cfgs, algorithm, track, **where) -> dict:
     from pgrpo.train_reward import train_reward
 
+    cfg, policy, prepare = cfgs
+    extra, stats = None, None
+    if cfg.policy_pairs:  # pairs between the base policy's own samples, judged by the users
+        from pgrpo.policy_pairs import policy_pairs
+        extra, stats = policy_pairs(
+            policy.model, paths.PROCESSED, cfg.policy_pairs, cfg.policy_samples_per_prompt,
+            cfg.policy_pairs_per_prompt, policy.max_new_tokens, policy.temperature,
+            prepare.bt_temperature, policy.system_prompt, cfg.seed)
     out = paths.MODELS / "reward"
     metrics = _logged(train_reward(cfg, paths.PROCESSED / "pairs.parquet",
-                                   paths.PROCESSED / "groups.parquet", out), "rm", track)
+                                   paths.PROCESSED / "groups.parquet", out, extra, stats),
+                      "rm", track)
     if track and track.log_models:
         from pgrpo.mlflow_models import log_reward_model
         log_reward_model(out, register=track.register_models)

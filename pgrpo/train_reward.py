@@ -63,6 +63,12 @@ class RewardConfig(Section):
         "response alone (the group carries the preference; no per-prompt level to drift)")
     freeze_encoder: bool = Field(False, description="train only the head (fast, weaker)")
     eval_batch_size: int = Field(64, ge=1, description="pairs per forward when scoring held-out pairs")
+    policy_pairs: int = Field(
+        0, ge=0, description="training prompts whose base-policy samples are compared and labelled "
+        "by the judge's Bradley-Terry noise (pgrpo.policy_pairs), added to the template pairs; "
+        "0 = template pairs only")
+    policy_samples_per_prompt: int = Field(4, ge=2, description="policy pairs: samples per prompt")
+    policy_pairs_per_prompt: int = Field(3, ge=1, description="policy pairs: pairs per prompt")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
     seed: int = Field(0, description="head init, dropout and batch order")
 
@@ -139,10 +145,19 @@ def _frozen_features(model, df: pd.DataFrame, batch_size: int) -> tuple[torch.Te
 
 def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "pairs.parquet",
                  groups_path: str | Path = paths.PROCESSED / "groups.parquet",
-                 out_dir: str | Path = paths.MODELS / "reward") -> dict:
-    """Train the reward model on the pairs, write it to `out_dir`; returns the metrics."""
+                 out_dir: str | Path = paths.MODELS / "reward",
+                 extra_pairs: pd.DataFrame | None = None, extra_stats: dict | None = None) -> dict:
+    """Train the reward model on the pairs, write it to `out_dir`; returns the metrics.
+
+    `extra_pairs` (schema Pairs): more pairs, e.g. between the base policy's own samples
+    (pgrpo.policy_pairs); saved beside the model as policy_pairs.parquet, and
+    `extra_stats` joins the metrics.
+    """
     # Check every input before any model loads or any file is touched.
     pairs = validate(read_table(pairs_path), Pairs, f"pairs ({pairs_path})")
+    if extra_pairs is not None:
+        extra_pairs = validate(extra_pairs, Pairs, "policy pairs")
+        pairs = pd.concat([pairs, extra_pairs], ignore_index=True)
     groups = validate(read_table(groups_path), Groups, f"groups ({groups_path})")
     df = join_groups(pairs, groups)
     train_df = df[df["split"] == "train"].reset_index(drop=True)
@@ -230,6 +245,7 @@ def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "
         "eval_loss_per_epoch": eval_losses,
         "groups": len(group_map),
         "steps": step,
+        **(extra_stats or {}),
     }
     with atomic_outputs(out_dir) as (tmp,):
         tmp.mkdir(parents=True)
@@ -237,6 +253,8 @@ def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "
         write_json(tmp / "metrics.json", metrics)
         curve_df = pd.DataFrame(curve, columns=["epoch", "step", "split", "loss"])
         curve_df.to_csv(tmp / "loss_curve.csv", index=False)
+        if extra_pairs is not None:
+            extra_pairs.to_parquet(tmp / "policy_pairs.parquet", index=False)
     return metrics
 
 

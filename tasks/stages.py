@@ -41,7 +41,9 @@ from pgrpo.config import policy_config, read_params
 from pgrpo.pipeline import STAGES, run_stage  # the lead's runner: config, stage, MLflow
 
 # params.yaml sections each stage reads (contract.md); "algorithms.<alg>" = that entry.
-SECTIONS = {"prepare": ["prepare"], "assign_groups": ["assign_groups"], "train_reward": ["reward"],
+SECTIONS = {"prepare": ["prepare"], "assign_groups": ["assign_groups"],
+            # reward.policy_pairs samples policy.model, labelled with prepare.bt_temperature
+            "train_reward": ["reward", "policy", "prepare"],
             "train_policy": ["policy", "algorithms.{algorithm}"],
             "evaluate": ["evaluate", "policy", "algorithms"]}
 NOT_TRANSIENT = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError,
@@ -98,7 +100,7 @@ def stage_inputs(stage: str, params_file: str | Path, algorithm: str | None = No
     if stage == "assign_groups":
         return [P / "users.parquet", P / "pairs.parquet"]
     if stage == "train_reward":
-        return [P / "pairs.parquet", P / "groups.parquet"]
+        return [P / "pairs.parquet", P / "groups.parquet", P / "prompts.parquet", P / "judge.parquet"]
     if stage == "train_policy":
         cfg = policy_config(params_file, algorithm)
         named = [cfg.model, cfg.prompts, cfg.groups, cfg.reward]  # built-in names are no paths
@@ -287,6 +289,13 @@ def _artifacts(stage: str, metrics: dict, algorithm: str | None = None) -> None:
     if stage == "evaluate":
         create_table_artifact(reward_table(metrics), key="pgrpo-group-rewards",
                               description="per-group reward of every policy (evaluate)")
+        check = (metrics.get("reward_check") or {}).get("groups") or {}
+        if check:
+            create_table_artifact([{"group": g, **v} for g, v in check.items()],
+                                  key="pgrpo-reward-check",
+                                  description="training reward vs the judge on base samples: "
+                                  "within-prompt rank correlation (< 0.3: not learnable), "
+                                  "between-prompt share, advantage correlation per estimator")
 
 
 # --------------------------------------------------------------------------- tasks
