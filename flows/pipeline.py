@@ -47,6 +47,10 @@ ParamsFile = Annotated[str, Field(min_length=1, description=(
 Algorithms = Annotated[list[str] | None, Field(min_length=1, description=(
     "algorithms to train and evaluate: keys of the params file's `algorithms` section; "
     "empty = all of them"))]
+Estimators = Annotated[list[str] | None, Field(min_length=1, description=(
+    "advantage estimators registered in pgrpo.advantages (grpo, pgrpo, pgrpo_scale, ...) to "
+    "train, each as an algorithm of its own name in place of the `algorithms` section; "
+    "empty = the params file's algorithms"))]
 Steps = Annotated[int | None, Field(ge=1, description=(
     "policy.steps (optimizer rounds per algorithm); empty = the params file's"))]
 LearningRate = Annotated[float | None, Field(gt=0, lt=1, description=(
@@ -69,6 +73,7 @@ class PipelineParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     params_file: ParamsFile = "params.yaml"
     algorithms: Algorithms = None
+    estimators: Estimators = None
     steps: Steps = None
     lr: LearningRate = None
     group_method: GroupMethod = None
@@ -91,6 +96,16 @@ class PipelineParams(BaseModel):
                 raise ValueError(f"algorithms {unknown} are not in {path} section `algorithms` "
                                  f"(listed: {sorted(known)})")
             out["algorithms"] = {a: known[a] for a in dict.fromkeys(self.algorithms)}
+        if self.estimators is not None:
+            from pgrpo.advantages import ADVANTAGE_ESTIMATORS
+
+            if self.algorithms is not None:
+                raise ValueError("give algorithms or estimators, not both")
+            unknown = [e for e in self.estimators if e not in ADVANTAGE_ESTIMATORS]
+            if unknown:
+                raise ValueError(f"estimators {unknown} are not registered; registered: "
+                                 f"{sorted(ADVANTAGE_ESTIMATORS)}")
+            out["algorithms"] = {e: {"advantage": e} for e in dict.fromkeys(self.estimators)}
         sets = {"policy.steps": self.steps, "policy.lr": self.lr,
                 "assign_groups.method": self.group_method,
                 **{f"{s}.seed": self.seed for s in ("prepare", "assign_groups", "reward", "policy")}}
@@ -169,7 +184,7 @@ def dvc_commit(stage: str, algorithm: str | None, names: set[str]) -> str | None
 # --------------------------------------------------------------------------- the flow
 
 def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = None,
-             steps: Steps = None, lr: LearningRate = None, group_method: GroupMethod = None,
+             estimators: Estimators = None, steps: Steps = None, lr: LearningRate = None, group_method: GroupMethod = None,
              seed: Seed = None, refresh_cache: RefreshCache = False,
              run_name: RunName = None) -> dict[str, Any]:
     """P-GRPO pipeline: prepare, assign_groups, train_reward, train_policy per algorithm, evaluate.
@@ -184,7 +199,8 @@ def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = N
     from pgrpo.mlflow_tracking import TrackingConfig, pipeline_run
 
     log = get_run_logger()
-    p = PipelineParams(params_file=params_file, algorithms=algorithms, steps=steps, lr=lr,
+    p = PipelineParams(params_file=params_file, algorithms=algorithms, estimators=estimators,
+                       steps=steps, lr=lr,
                        group_method=group_method, seed=seed, refresh_cache=refresh_cache,
                        run_name=run_name)
     path, overridden = effective_params_file(p)
@@ -232,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         if field.annotation is bool:
             parser.add_argument(f"--{name}", action="store_true", help=field.description)
             continue
-        kind = {"algorithms": lambda s: s.split(","), "params_file": str, "run_name": str}.get(name)
+        kind = {"algorithms": lambda s: s.split(","), "estimators": lambda s: s.split(","),
+                "params_file": str, "run_name": str}.get(name)
         parser.add_argument(f"--{name}", type=kind or yaml.safe_load, default=field.default,
                             help=field.description)
     args = vars(parser.parse_args(argv))

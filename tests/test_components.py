@@ -88,3 +88,23 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     assert names == ["step_000002", "step_000003"]
     assert latest_checkpoint(tmp_path).name == "step_000003"
     assert json.loads((latest_checkpoint(tmp_path) / "trainer_state.json").read_text())["step"] == 3
+
+
+def test_advantage_accepts_every_registered_estimator_and_names_them_on_error():
+    from pgrpo.advantages import ADVANTAGE_ESTIMATORS
+
+    for name in ADVANTAGE_ESTIMATORS:
+        assert PolicyConfig(advantage=name).advantage == name
+    with pytest.raises(ValueError, match=r"unknown advantage estimator 'ppo'; registered: .*pgrpo_scale"):
+        PolicyConfig(advantage="ppo")
+
+
+def test_sgd_optimizer_is_plain_sgd(tmp_path, tiny_cfg):
+    from pgrpo.trainer import Trainer
+
+    trainer = Trainer(tiny_cfg(optimizer="sgd", lr=0.05), tmp_path)
+    opt = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))

@@ -185,6 +185,22 @@ def test_overrides_go_to_an_effective_params_file_never_to_params_yaml(tiny_repo
         PipelineParams(params_file="nope.yaml").effective()
 
 
+def test_any_registered_estimator_is_selectable_from_the_form(tiny_repo):
+    eff = PipelineParams(estimators=["pgrpo_scale", "grpo"]).effective()
+    assert eff["algorithms"] == {"pgrpo_scale": {"advantage": "pgrpo_scale"},
+                                 "grpo": {"advantage": "grpo"}}
+    check_params_file = effective_params_file(PipelineParams(estimators=["pgrpo_scale"]))[0]
+    try:  # the stages accept it as they would from params.yaml
+        from flows.pipeline import check_params
+        assert check_params(check_params_file) == ["pgrpo_scale"]
+    finally:
+        Path(check_params_file).unlink()
+    with pytest.raises(ValueError, match=r"\['ppo'\] are not registered; registered: .*pgrpo"):
+        PipelineParams(estimators=["ppo"]).effective()
+    with pytest.raises(ValueError, match="not both"):
+        PipelineParams(estimators=["grpo"], algorithms=["grpo"]).effective()
+
+
 # --------------------------------------------------------------------------- a real flow run
 
 def _dvc(*args, cwd):
