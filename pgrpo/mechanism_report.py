@@ -213,13 +213,15 @@ def render(summary: dict, figures: list[Path], extra: str = "") -> str:
         if b["condition"] == "offset":
             lines += [f"Per-prompt offset SD {b['offset_sd']:.3f}.", ""]
         header = ["estimator"] + [f"final {g}" for g in groups] + [
-            "final (mean)", "AUC (mean)", f"Δ final vs {ref}", f"Δ AUC vs {ref}"]
+            "final (mean)", "AUC (mean)", f"Δ final vs {ref}", f"Δ AUC vs {ref}",
+            f"Δ minority final vs {ref}"]
         rows = []
         for e, t in b["estimators"].items():
             vs = t.get("vs_reference", {})
             rows.append([e] + [_fmt(t["final"][g]) for g in groups] + [
                 _fmt(t["final_mean"]), _fmt(t["auc_mean"]),
-                _fmt(vs.get("final_mean"), True), _fmt(vs.get("auc_mean"), True)])
+                _fmt(vs.get("final_mean"), True), _fmt(vs.get("auc_mean"), True),
+                _fmt(vs.get("final_minority"), True)])
         lines += _table(header, rows) + [""]
         rows = [[e] + [_fmt(t["auc"][g]) for g in groups] for e, t in b["estimators"].items()]
         lines += ["AUC per group:", "", *_table(["estimator"] + groups, rows), ""]

@@ -110,12 +110,18 @@ def log_to_mlflow(results: list[dict], cfg: MechanismConfig, params_file: Path,
     return parent
 
 
-def run_experiment(cfg: MechanismConfig, params_file: Path | None = None, log=print) -> dict:
-    """Grid -> summary -> report (-> MLflow when cfg.tracking). Returns the summary."""
+def run_experiment(cfg: MechanismConfig, params_file: Path | None = None, log=print,
+                   report_only: bool = False) -> dict:
+    """Grid -> summary -> report (-> MLflow when cfg.tracking). Returns the summary.
+
+    report_only: run nothing, report the cells finished so far (an interrupted grid)."""
     from pgrpo.mechanism_report import summarize, write_report
 
     t0 = time.perf_counter()
-    results = run_grid(cfg, log)
+    if report_only:
+        results = [r for r in (cached_result(cfg, c) for c in cells(cfg)) if r is not None]
+    else:
+        results = run_grid(cfg, log)
     summary = summarize(results, cfg)
     summary["wall_seconds"] = time.perf_counter() - t0  # this invocation's (reused cells cost 0)
     calib = {str(t): calibrate(cfg, pretrain(cfg, t, Path(cfg.work_dir) / "policies")) for t in cfg.tilts}
@@ -123,8 +129,10 @@ def run_experiment(cfg: MechanismConfig, params_file: Path | None = None, log=pr
     extra = "Base policies (sampled on training prompts of an unused seed): " + "; ".join(
         f"tilt {t}: within-prompt judge SD {c['within_prompt_sd']:.3f}, offset SD {c['offset_sd']:.3f}, "
         f"mean words {c['mean_words']:.1f}" for t, c in calib.items())
-    extra += (f"\n\nTime: {summary['wall_seconds']:.0f} s wall for this invocation; per cell "
-              f"{summary['cell_seconds']['mean']:.1f} s mean (one core each, {cfg.workers} in parallel).")
+    cs = summary["cell_seconds"]
+    extra += (f"\n\nTime per cell: {cs['mean']:.1f} s wall on average (one core each, {cfg.workers} "
+              f"in parallel); all cells {cs['sum'] / 60:.0f} core-minutes"
+              + ("." if report_only else f"; this invocation {summary['wall_seconds'] / 60:.0f} min wall."))
     path = write_report(summary, cfg, extra)
     log(f"report: {path}")
     if cfg.tracking:
@@ -156,10 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="full", help=f"{sorted(PRESETS)} or a YAML path")
     parser.add_argument("--set", action="append", default=[], help="key=value override")
+    parser.add_argument("--report_only", action="store_true",
+                        help="run no cell: report those finished so far")
     a = parser.parse_args(argv)
     cfg = load_config(a.preset, parse_sets(a.set))
     files = PRESETS.get(a.preset)
-    summary = run_experiment(cfg, CONFIG_DIR / files[-1] if files and not a.set else None)
+    summary = run_experiment(cfg, CONFIG_DIR / files[-1] if files and not a.set else None,
+                             report_only=a.report_only)
     print_verdicts(summary)
     return 0
 
