@@ -188,6 +188,11 @@ def render(summary: dict, figures: list[Path], extra: str = "") -> str:
               "margin, judge-reward units); else unresolved. Final = judge reward at the last "
               "evaluation, AUC = mean judge reward over the evaluations (larger = faster); both "
               "averaged over groups with equal weight."), ""]
+    if summary["n_cells"] < summary["expected_cells"]:
+        lines += [(f"**Partial grid: {summary['n_cells']} of {summary['expected_cells']} cells finished.** "
+                   "Blocks below use the seeds whose cells all finished (a column says how many); "
+                   "blocks not listed did not run. Rerunning the same command finishes the grid "
+                   "(finished cells are reused)."), ""]
     if extra:
         lines += [extra, ""]
     if summary.get("grpo_offset_invariant") is not None:
@@ -202,14 +207,14 @@ def render(summary: dict, figures: list[Path], extra: str = "") -> str:
         rows = []
         for b in blocks:
             got = {c["id"]: c for c in b["claims"]}
-            rows.append([b["condition"], str(b["tilt"])] + [
+            rows.append([b["condition"], str(b["tilt"]), str(len(b["seeds"]))] + [
                 f"{got[i]['verdict']} ({_fmt(got[i], True)})" if i in got else "–" for i in claim_ids])
-        lines += [f"### {opt}", "", *_table(["condition", "tilt"] + claim_ids, rows), ""]
+        lines += [f"### {opt}", "", *_table(["condition", "tilt", "seeds"] + claim_ids, rows), ""]
     lines += ["Claims: " + "; ".join(f"`{c[0]}`: {c[1]} ({c[2]} - {c[3].format(ref=ref)}, {c[4]})"
                                       for c in CLAIMS), ""]
     for b in summary["blocks"]:
         groups = b["groups"]
-        lines += [f"## {b['optimizer']}, {b['condition']}, tilt {b['tilt']}", ""]
+        lines += [f"## {b['optimizer']}, {b['condition']}, tilt {b['tilt']} ({len(b['seeds'])} seeds)", ""]
         if b["condition"] == "offset":
             lines += [f"Per-prompt offset SD {b['offset_sd']:.3f}.", ""]
         header = ["estimator"] + [f"final {g}" for g in groups] + [
