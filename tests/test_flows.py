@@ -40,7 +40,7 @@ TINY = {
                "steps": 2, "prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 6,
                "micro_batch_size": 8, "lr": 1e-3, "checkpoint_every": 2, "precision": "fp32"},
     "algorithms": {"pgrpo": {"advantage": "pgrpo"}, "grpo": {"advantage": "grpo"}},
-    "evaluate": {"prompts_per_group": 1, "samples_per_prompt": 2, "max_new_tokens": 6,
+    "evaluate": {"prompts_per_group": 1, "samples_per_prompt": 2, "val_prompts_per_group": 1, "max_new_tokens": 6,
                  "n_boot": 20, "batch_size": 16, "device": "cpu"},
     "tracking": {"enabled": False},
 }

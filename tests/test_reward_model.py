@@ -292,6 +292,18 @@ def test_movielens_rule_reward():
     assert get_reward_fn("movielens_rule") is movielens_rule_reward
 
 
+def check_heldout_accuracy(model, metrics: dict, tables) -> pd.DataFrame:
+    """The saved model's own scoring of the held-out pairs gives the reported accuracy
+    (computed in training from cached features); returns the pairs joined with groups."""
+    pairs = pd.read_parquet(tables[0]).merge(pd.read_parquet(tables[1]), on="user_id")
+    held = pairs[pairs["split"] == "eval"]
+    hg = torch.tensor([model.group_map[g] for g in held["group"]])
+    acc = (model.score(held["prompt"].tolist(), held["chosen"].tolist(), hg)
+           > model.score(held["prompt"].tolist(), held["rejected"].tolist(), hg)).float().mean()
+    assert metrics["eval_accuracy"] == pytest.approx(acc.item())
+    return pairs
+
+
 def test_frozen_encoder_trains_the_head_on_cached_features(tables, tmp_path):
     """freeze_encoder: the encoder is untouched, the head learns the groups' opposite tastes.
 
@@ -305,12 +317,7 @@ def test_frozen_encoder_trains_the_head_on_cached_features(tables, tmp_path):
     metrics = train_reward(tiny_cfg(freeze_encoder=True, epochs=30, head_lr=5e-2), *tables, out)
     model = load_reward_model(out, "cpu")
     # Held-out accuracy from cached features equals the saved model's own scoring.
-    pairs = pd.read_parquet(tables[0]).merge(pd.read_parquet(tables[1]), on="user_id")
-    held = pairs[pairs["split"] == "eval"]
-    hg = torch.tensor([model.group_map[g] for g in held["group"]])
-    acc = (model.score(held["prompt"].tolist(), held["chosen"].tolist(), hg)
-           > model.score(held["prompt"].tolist(), held["rejected"].tolist(), hg)).float().mean()
-    assert metrics["eval_accuracy"] == pytest.approx(acc.item())
+    pairs = check_heldout_accuracy(model, metrics, tables)
     fresh, _ = load_encoder("tiny-random-bert")
     for (name, w), (_, w0) in zip(model.encoder.state_dict().items(), fresh.state_dict().items()):
         torch.testing.assert_close(w, w0, msg=name)
@@ -333,12 +340,7 @@ def test_response_only_inputs_ignore_the_prompt(tables, tmp_path):
     a = model.score(["prompt one"] * 3, responses, gids)
     b = model.score(["an entirely different, longer prompt text"] * 3, responses, gids)
     torch.testing.assert_close(a, b)
-    pairs = pd.read_parquet(tables[0]).merge(pd.read_parquet(tables[1]), on="user_id")
-    held = pairs[pairs["split"] == "eval"]
-    hg = torch.tensor([model.group_map[g] for g in held["group"]])
-    acc = (model.score(held["prompt"].tolist(), held["chosen"].tolist(), hg)
-           > model.score(held["prompt"].tolist(), held["rejected"].tolist(), hg)).float().mean()
-    assert metrics["eval_accuracy"] == pytest.approx(acc.item())
+    check_heldout_accuracy(model, metrics, tables)
     # The default still reads the prompt: the same responses score differently per prompt.
     train_reward(tiny_cfg(freeze_encoder=True), *tables, tmp_path / "pair")
     default = load_reward_model(tmp_path / "pair", "cpu")
