@@ -324,8 +324,7 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
         "judge": kind or "none",
         "training_reward": policy.reward,
         "reward_check": check,
-        "champion": max(summary, key=lambda a: (summary[a][by] if a != "base" else -np.inf,
-                                                 a)) if algorithms else None,
+        "champion": max(algorithms, key=lambda a: (summary[a][by], a)) if algorithms else None,
         "champion_by": by,
         "val_prompts": {} if val_prompts is None else {
             grp: int((val_prompts.group_ids == i).sum())
