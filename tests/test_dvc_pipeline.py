@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pgrpo.config import main as config_main, read_params, write_params
 from pgrpo.pipeline import STAGES, main, run_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def _smoke_repo(root: Path) -> tuple[Path, dict]:
     _run(["git", "init", "-q"], repo, env)
     _run(["dvc", "init", "-q"], repo, env)
     shutil.copytree(REPO / ".dvc" / "plots", repo / ".dvc" / "plots")
-    shutil.copy(repo / "configs" / "smoke.yaml", repo / "params.yaml")
+    write_params(read_params(REPO / "configs" / "smoke.yaml"), repo / "params.yaml")
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "smoke"], repo, env)
     return repo, env
@@ -69,7 +70,7 @@ def _smoke_repo(root: Path) -> tuple[Path, dict]:
 
 def test_run_stage_rejects_unknown_stage_and_algorithm(tmp_path):
     params = tmp_path / "params.yaml"
-    shutil.copy(REPO / "configs" / "smoke.yaml", params)
+    write_params(read_params(REPO / "configs" / "smoke.yaml"), params)
     with pytest.raises(ValueError, match=r"unknown stage 'train'.*prepare, assign_groups"):
         run_stage("train", params)
     with pytest.raises(ValueError, match=r"algorithm 'ppo' is not under `algorithms`.*'grpo'"):
@@ -91,15 +92,23 @@ def test_run_stage_rejects_unknown_stage_and_algorithm(tmp_path):
 
 def test_cli_reports_errors(tmp_path, capsys):
     params = tmp_path / "params.yaml"
-    shutil.copy(REPO / "configs" / "smoke.yaml", params)
+    write_params(read_params(REPO / "configs" / "smoke.yaml"), params)
     assert main(["train_policy", "--algorithm", "ppo", "--params", str(params)]) == 1
     assert "algorithm 'ppo' is not under `algorithms`" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: not a stage
         main(["bogus"])
 
 
-def test_presets_are_complete_params_files():
-    from pgrpo.config import load_section, policy_config, read_params
+def _leaves(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def test_presets_resolve_to_complete_params_files():
+    from pgrpo.config import load_section, policy_config
     from pgrpo.evaluate import EvalConfig
     from pgrpo.groups import AssignConfig
     from pgrpo.mlflow_tracking import TrackingConfig
@@ -108,20 +117,54 @@ def test_presets_are_complete_params_files():
 
     from pgrpo.compare import load_compare
 
+    base = read_params(REPO / "params.yaml")
     for f in ["params.yaml", "configs/smoke.yaml", "configs/gpu.yaml"]:
         path = REPO / f
-        # `compare` is optional (pgrpo.compare's defaults stand in)
-        assert set(read_params(path)) - {"compare"} == {
-            "prepare", "assign_groups", "reward", "policy", "algorithms", "evaluate",
-            "tracking"}, f
+        params = read_params(path)
+        assert set(params) == set(base), f
+        # DVC fails a stage whose listed param is missing: every key dvc.yaml names is there
+        for stage, spec in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+            spec = spec.get("do", spec)
+            for key in spec.get("params", []):
+                node = params
+                for part in key.replace("${key}", "pgrpo").split("."):
+                    assert part in node, f"{f}: {stage} lists param {key}, missing"
+                    node = node[part]
         load_compare(path)
         for section, schema in [("prepare", PrepareConfig), ("assign_groups", AssignConfig),
                                 ("reward", RewardConfig), ("evaluate", EvalConfig),
                                 ("tracking", TrackingConfig)]:
             load_section(path, section, schema)
-        for alg in read_params(path)["algorithms"]:
+        for alg in params["algorithms"]:
             cfg = policy_config(path, alg)
             assert cfg.reward == "models/reward" and cfg.groups == "data/processed/groups.parquet"
+
+
+def test_presets_list_only_their_differences():
+    base = dict(_leaves(read_params(REPO / "params.yaml")))
+    for f in ["configs/smoke.yaml", "configs/gpu.yaml"]:
+        overlay = yaml.safe_load((REPO / f).read_text())
+        assert overlay.pop("extends") == "../params.yaml", f
+        same = [k for k, v in _leaves(overlay) if k in base and base[k] == v]
+        assert not same, f"{f} repeats params.yaml's values: {same}"
+
+
+def test_overlay_errors_name_the_problem(tmp_path, capsys):
+    (tmp_path / "base.yaml").write_text("policy: {lr: 1.0, steps: 2}\nalgorithms: {a: {}}\n")
+    (tmp_path / "typo.yaml").write_text("extends: base.yaml\npolcy: {lr: 2.0}\n")
+    with pytest.raises(ValueError, match=r"typo.yaml: unknown section 'polcy'"):
+        read_params(tmp_path / "typo.yaml")
+    (tmp_path / "ok.yaml").write_text("extends: base.yaml\npolicy: {lr: 2.0}\n")
+    assert read_params(tmp_path / "ok.yaml") == {"policy": {"lr": 2.0, "steps": 2},
+                                                 "algorithms": {"a": {}}}
+    (tmp_path / "self.yaml").write_text("extends: self.yaml\n")
+    with pytest.raises(ValueError, match="names the file itself"):
+        read_params(tmp_path / "self.yaml")
+    assert config_main([str(tmp_path / "typo.yaml"), "--write", str(tmp_path / "p.yaml")]) == 1
+    assert "unknown section 'polcy'" in capsys.readouterr().err
+    assert not (tmp_path / "p.yaml").exists()  # nothing half-written
+    assert config_main([str(tmp_path / "ok.yaml"), "--write", str(tmp_path / "p.yaml")]) == 0
+    assert yaml.safe_load((tmp_path / "p.yaml").read_text())["policy"]["lr"] == 2.0
 
 
 def test_dvc_yaml_builds_a_graph(tmp_path):

@@ -26,10 +26,11 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 from pydantic import ValidationError
 
+from pgrpo.config import merge_params, read_params
 from flows.pipeline import PipelineParams, effective_params_file, pipeline
 from tasks import stages
 
-TINY = {
+TINY = merge_params(read_params(REPO / "params.yaml"), {
     "prepare": {"source": "synthetic", "n_personas": 3, "n_users": 30, "prompts_per_user": 2,
                 "candidates_per_prompt": 4, "pairs_per_prompt": 2, "seed": 0},
     "assign_groups": {"method": "label", "seed": 0},
@@ -43,7 +44,7 @@ TINY = {
     "evaluate": {"prompts_per_group": 1, "samples_per_prompt": 2, "val_prompts_per_group": 1, "max_new_tokens": 6,
                  "n_boot": 20, "batch_size": 16, "device": "cpu"},
     "tracking": {"enabled": False},
-}
+})
 
 
 def write_params(path: Path, params: dict) -> Path:
