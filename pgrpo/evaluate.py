@@ -72,7 +72,7 @@ from pgrpo.prompts import PromptSet, load_prompts
 from pgrpo.reward_check import reward_signal_check
 from pgrpo.reward_check import warnings as reward_warnings
 from pgrpo.rollout import batched_logprobs, generate, token_logprobs
-from pgrpo.trainer import derived_seed
+from pgrpo.rollout import derived_seed
 
 NEUTRAL_TEXT = Path(__file__).parent / "data" / "neutral.txt"
 OUTPUTS = ["metrics.json", "report.md", "curves.csv", "samples.jsonl",

@@ -27,7 +27,7 @@ from pgrpo.judge import judge_kind, judge_scores
 from pgrpo.metrics import JUDGE_CURVE_KEY as KEY  # per-group curve, read by pgrpo.metrics
 from pgrpo.prompts import PromptSet
 from pgrpo.rollout import generate
-from pgrpo.trainer import derived_seed
+from pgrpo.rollout import derived_seed
 
 MEAN_KEY = "judge/mean_reward"  # unweighted mean over groups
 SEED = 2024  # sampling seed of every curve point (the same draws at every step)

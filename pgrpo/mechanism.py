@@ -156,7 +156,7 @@ def _prompt(persona: Persona, rng: random.Random, profile: str | None = None) ->
 def make_prompts(cfg: MechanismConfig, seed: int):
     """(train, heldout) PromptSets of a seed; train rows carry user_id and offset_z."""
     from pgrpo.prompts import from_records
-    from pgrpo.trainer import derived_seed
+    from pgrpo.rollout import derived_seed
 
     rng = random.Random(derived_seed(seed, 13))
     ps = personas(cfg)
@@ -317,7 +317,7 @@ def judge(model, tok, heldout, ps: list[Persona], cfg: MechanismConfig, seed: in
     import torch
 
     from pgrpo.rollout import generate
-    from pgrpo.trainer import derived_seed
+    from pgrpo.rollout import derived_seed
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(seed, 7))

@@ -30,7 +30,7 @@ from pgrpo.io import read_table
 from pgrpo.judge import judge_kind, judge_scores
 from pgrpo.prompts import load_prompts
 from pgrpo.rollout import generate
-from pgrpo.trainer import derived_seed
+from pgrpo.rollout import derived_seed
 
 
 def policy_pairs(model_name: str, processed_dir: str | Path, n_prompts: int,

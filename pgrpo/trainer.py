@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import shutil
 import time
@@ -33,7 +32,8 @@ from pgrpo.loss import masked_mean, policy_loss
 from pgrpo.models import load_policy
 from pgrpo.prompts import PromptSet, load_prompts
 from pgrpo.rewards import RewardFn, get_reward_fn
-from pgrpo.rollout import Rollout, batched_logprobs, eos_token_ids, generate, token_logprobs
+from pgrpo.rollout import (Rollout, batched_logprobs, derived_seed, eos_token_ids, generate,
+                           token_logprobs)
 from pgrpo.step_metrics import group_metrics, rollout_metrics
 from pgrpo.tracking import JsonlLogger, MetricLogger, MultiLogger
 
@@ -50,12 +50,6 @@ class TrainResult:
     step: int
     stats: GroupRewardStats
     group_names: list[str]
-
-
-def derived_seed(*parts: int) -> int:
-    """A stable 63-bit seed from integers (Python's hash() is salted per process)."""
-    digest = hashlib.sha256(",".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def prompt_indices(step: int, n_prompts: int, per_step: int, seed: int) -> list[int]:
