@@ -5,8 +5,8 @@
     key = stage_cache_key("train_policy", "params.yaml", "pgrpo")
 
 What a task adds to run_stage (which does the work and the MLflow child run):
-- a cache key: sha256 of the stage's params sections (+ algorithm) and of the content
-  of its input files (paths and hashes only, never DataFrames). Unchanged params and
+- a cache key: sha256 of the stage's params sections (+ algorithm), of the content
+  of its input files (paths and hashes only, never DataFrames) and of the code it runs. Unchanged params and
   inputs reuse the cached result, but only while the outputs on disk are the ones that
   run left (cache_usable / record_outputs; the flow refreshes the cache otherwise): a
   deleted model, or one rewritten by `dvc repro` with other params, is rebuilt.
@@ -39,6 +39,8 @@ from prefect.artifacts import (
 from pgrpo import paths
 from pgrpo.config import policy_config, read_params
 from pgrpo.pipeline import STAGES, run_stage  # the lead's runner: config, stage, MLflow
+from pgrpo.stage_code import ROOT as CODE_ROOT
+from pgrpo.stage_code import stage_code
 
 # params.yaml sections each stage reads (contract.md); "algorithms.<alg>" = that entry.
 SECTIONS = {"prepare": ["prepare"], "assign_groups": ["assign_groups"],
@@ -170,11 +172,15 @@ def record_outputs(stage: str, params_file: str | Path, algorithm: str | None = 
 
 
 def stage_cache_key(stage: str, params_file: str | Path, algorithm: str | None = None) -> str:
-    """sha256 of (stage, algorithm, params sections, input hashes)."""
+    """sha256 of (stage, algorithm, params sections, input hashes, hashes of the code it runs).
+
+    The code (pgrpo.stage_code: every module the stage imports) is in the key, so an edited
+    stage runs again instead of being served, and then recorded in DVC, as current."""
     record = {"stage": stage, "algorithm": algorithm,
               "params": stage_params(stage, params_file, algorithm),
               "inputs": {str(p): path_sha256(p)
-                         for p in stage_inputs(stage, params_file, algorithm)}}
+                         for p in stage_inputs(stage, params_file, algorithm)},
+              "code": {p.as_posix(): file_sha256(CODE_ROOT / p) for p in sorted(stage_code(stage))}}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 

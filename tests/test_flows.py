@@ -126,6 +126,19 @@ def test_cached_result_is_usable_only_while_the_outputs_are_the_ones_it_left(tin
         assert not usable()
 
 
+def test_cache_key_follows_the_code_each_stage_runs(tiny_repo, tmp_path, monkeypatch):
+    """An edited module changes the key of every stage that runs it, and only theirs: the
+    flow runs those stages again instead of serving (and DVC-committing) stale results."""
+    code = tmp_path / "code"
+    shutil.copytree(REPO / "pgrpo", code / "pgrpo", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(stages, "CODE_ROOT", code)
+    before = {s: stages.stage_cache_key(s, "params.yaml") for s in ("prepare", "assign_groups")}
+    with (code / "pgrpo" / "bt_mixture.py").open("a") as f:
+        f.write("\n# an edit\n")
+    assert stages.stage_cache_key("assign_groups", "params.yaml") != before["assign_groups"]
+    assert stages.stage_cache_key("prepare", "params.yaml") == before["prepare"]
+
+
 def test_train_policy_cache_key_depends_on_its_algorithm_entry(tiny_repo):
     Path("models/reward").mkdir(parents=True)  # an input: hashed by content
     (Path("models/reward") / "config.json").write_text("{}")
