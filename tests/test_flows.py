@@ -8,6 +8,7 @@ is a task run, artifacts exist, MLflow has the runs, `dvc status` is clean.
 """
 
 import os
+from collections import Counter
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from pydantic import ValidationError
 
 from pgrpo.config import merge_params, read_params
 from flows.pipeline import PipelineParams, effective_params_file, pipeline
+from pgrpo.stage_code import stage_code
 from tasks import stages
 
 TINY = merge_params(read_params(REPO / "params.yaml"), {
@@ -264,6 +266,14 @@ def test_flow_runs_every_stage_as_a_task_and_leaves_dvc_up_to_date(tmp_path, mon
         # Same params and inputs, knobs equal to the file's: every stage comes from the cache.
         again = task_runs(pipeline(params_file="params.yaml", algorithms=["pgrpo", "grpo"],
                                    return_state=True))
+        # An edit to the judge (a module evaluate and the training stages run; the copy here
+        # is the one DVC hashes, identical to the code that runs until edited): those stages
+        # run again, the others stay cached, and DVC records the truth.
+        monkeypatch.setattr(stages, "CODE_ROOT", tmp_path)
+        with (tmp_path / "pgrpo" / "judge.py").open("a") as f:
+            f.write("\n# an edit\n")
+        assert "evaluate" in _dvc("status", cwd=tmp_path)
+        edited = task_runs(pipeline(params_file="params.yaml", return_state=True))
     names = sorted(r.name for r in runs)
     assert {n.rsplit("-", 1)[0] for n in names} >= set(stages.STAGES), names
     assert {"train_policy-pgrpo", "train_policy-grpo"} <= set(names)
@@ -275,10 +285,14 @@ def test_flow_runs_every_stage_as_a_task_and_leaves_dvc_up_to_date(tmp_path, mon
     assert "| pgrpo |" in str(artifacts["pgrpo-evaluate"].data)  # the report, one column each
     assert len(again) == len(runs) and all(r.state.name == "Cached" for r in again)
 
+    rerun = {r.name.split("-")[0] for r in edited if r.state.name != "Cached"}
+    assert rerun == {s for s in stages.STAGES if Path("pgrpo/judge.py") in stage_code(s)}, rerun
+    assert {"prepare", "evaluate"} <= {r.name.split("-")[0] for r in edited} and "prepare" not in rerun
     assert "up to date" in _dvc("status", cwd=tmp_path)  # the two front doors agree
 
     import mlflow
     client = mlflow.MlflowClient(f"sqlite:///{db}")
     exp = client.get_experiment_by_name("flow-test")
     children = client.search_runs([exp.experiment_id], "tags.`pgrpo.stage` != ''")
-    assert len(children) == 6 and len({c.data.tags["mlflow.parentRunId"] for c in children}) == 1
+    per_parent = Counter(c.data.tags["mlflow.parentRunId"] for c in children)
+    assert sorted(per_parent.values()) == [len(rerun) + 1, 6]  # the edit's run: + train_policy@grpo
