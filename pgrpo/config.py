@@ -41,10 +41,10 @@ class PolicyConfig(Section):
     advantage_groups: Literal["assigned", "random"] = Field(
         "assigned", description="random: shuffled group labels for the advantage (the paper's ablation)")
     # rollouts
-    steps: int = Field(20, ge=1, description="optimizer rounds; each samples a fresh batch")
+    steps: int = Field(8, ge=1, description="optimizer rounds; each samples a fresh batch")
     prompts_per_step: int = Field(4, ge=1, description="prompts per step per process")
-    num_generations: int = Field(8, ge=1, description="G: completions sampled per prompt")
-    max_new_tokens: int = Field(48, ge=1)
+    num_generations: int = Field(6, ge=1, description="G: completions sampled per prompt")
+    max_new_tokens: int = Field(40, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     nan_rewards: Literal["error", "drop"] = Field("error", description="drop: discard NaN-reward samples")
@@ -74,8 +74,8 @@ class PolicyConfig(Section):
     judge_samples_per_prompt: int = Field(2, ge=1, description="completions per prompt per point")
     # bookkeeping
     seed: int = Field(0)
-    checkpoint_every: int = Field(10, ge=1, description="steps between checkpoints (and at the end)")
-    keep_checkpoints: int = Field(2, ge=1)
+    checkpoint_every: int = Field(5, ge=1, description="steps between checkpoints (and at the end)")
+    keep_checkpoints: int = Field(1, ge=1)
     resume: bool = Field(True, description="continue from the last checkpoint in the output folder")
 
     @field_validator("advantage")
@@ -179,15 +179,20 @@ def policy_config(path: str | Path, algorithm: str | None = None,
     return load_section(path, "policy", PolicyConfig, {**extra, **(overrides or {})})
 
 
-def add_config_args(parser: argparse.ArgumentParser, model: type[Section]) -> None:
+def add_config_args(parser: argparse.ArgumentParser, model: type[Section],
+                    current: Section | None = None, source: str = "") -> None:
     """Add one `--<field> VALUE` option per config field (help from its description).
 
-    Values are read as YAML scalars (1e-5, true, null) and validated by pydantic.
+    Values are read as YAML scalars (1e-5, true, null) and validated by pydantic. The help
+    shows `current`'s values (what a run without the flag uses, e.g. from params.yaml)
+    where given, else the class defaults.
     """
     for name, field in model.model_fields.items():
+        value = getattr(current, name) if current is not None else field.default
+        where = f", {source}" if current is not None and source else ""
         parser.add_argument(
             f"--{name}", type=yaml.safe_load, default=argparse.SUPPRESS,
-            help=f"{field.description or ''} (default: {field.default!r})",
+            help=f"{field.description or ''} (default: {value!r}{where})",
         )
 
 

@@ -99,7 +99,7 @@ class EvalConfig(Section):
         0.9, gt=0, le=1, description="steps-to-fraction: share of the training reward gain")
     smooth_window: int = Field(3, ge=1, description="running-mean window of the training curves")
     batch_size: int = Field(
-        16, ge=1, description="sequences per forward (sampling, KL, likelihood, reward model)")
+        32, ge=1, description="sequences per forward (sampling, KL, likelihood, reward model)")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
     neutral_text: str | None = Field(
         None, description="text file, one passage a line; None = pgrpo/data/neutral.txt")

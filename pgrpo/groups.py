@@ -55,12 +55,12 @@ class AssignConfig(Section):
     """Preference groups of users (params.yaml section `assign_groups`)."""
 
     method: Literal["label", "cluster", "random"] = Field(
-        "cluster", description="label: a users column; cluster: users' preference directions; random: ablation")
+        "label", description="label: a users column; cluster: users' preference directions; random: ablation")
     label_column: str = Field("true_group", description="label: users.parquet column (true_group, gender, age band)")
     n_groups: int | None = Field(
         None, ge=1, description="cluster/random: K; None = cluster: best K over k_range, random: number of true groups")
     algorithm: Literal["kmeans", "gmm", "bt_mixture"] = Field(
-        "kmeans", description="cluster: kmeans (K by silhouette), gmm (K by BIC) or bt_mixture (EM over pairs, K by BIC)")
+        "bt_mixture", description="cluster: kmeans (K by silhouette), gmm (K by BIC) or bt_mixture (EM over pairs, K by BIC)")
     k_range: tuple[int, int] = Field((2, 10), description="cluster: smallest and largest K tried (inclusive)")
     covariance_type: Literal["full", "tied", "diag", "spherical"] = Field(
         "spherical", description="gmm covariance; spherical suits few users in a 384-d space")
@@ -69,7 +69,7 @@ class AssignConfig(Section):
     l2: float = Field(1.0, gt=0, description="bt_mixture: L2 penalty of each class's utility direction")
     n_init: int = Field(20, ge=1, description="bt_mixture: EM restarts per K (best log-likelihood kept)")
     use_profile: bool = Field(
-        False, description="bt_mixture: the users' embedded profile text as a second view (places users without pairs too)")
+        True, description="bt_mixture: the users' embedded profile text as a second view (places users without pairs too)")
     profile_dims: int = Field(16, ge=1, description="bt_mixture + use_profile: principal components of the profile embeddings")
     encoder: str = Field("minilm", description="sentence encoder: minilm, tiny-random-bert or a local folder")
     batch_size: int = Field(64, ge=1, description="texts per encoder forward pass")
@@ -80,7 +80,8 @@ class AssignConfig(Section):
         lo, hi = self.k_range
         if not 2 <= lo <= hi:
             raise ValueError(f"k_range={self.k_range}: need 2 <= smallest <= largest")
-        if self.use_profile and self.algorithm != "bt_mixture":
+        # a default use_profile is bt_mixture's; set with another algorithm, it is a mistake
+        if self.use_profile and self.algorithm != "bt_mixture" and "use_profile" in self.model_fields_set:
             raise ValueError(f"use_profile needs algorithm bt_mixture, not {self.algorithm!r}")
         return self
 

@@ -46,7 +46,7 @@ class PrepareConfig(Section):
         "synthetic", description="synthetic personas, a preference file, or MovieLens 100K/1M")
     path: str | None = Field(None, description="file: .jsonl/.parquet/.csv; movielens: data folder")
     seed: int = Field(0, description="seeds generation, sampling and the splits")
-    eval_fraction: float = Field(0.2, ge=0, lt=1, description="share of users held out (per group)")
+    eval_fraction: float = Field(0.3, ge=0, lt=1, description="share of users held out (per group)")
     eval_prompt_fraction: float = Field(0.1, ge=0, lt=1,
                                         description="share of training users' prompts held out")
     # synthetic
@@ -55,12 +55,12 @@ class PrepareConfig(Section):
     n_users: int = Field(300, ge=2, description="synthetic: users")
     majority_share: float = Field(0.5, gt=0, lt=1,
                                   description="synthetic: share of users in the majority persona")
-    minority_decay: float = Field(0.7, gt=0, le=1,
+    minority_decay: float = Field(0.8, gt=0, le=1,
                                   description="synthetic: each minority's size / the previous's")
-    prompts_per_user: int = Field(4, ge=1, description="synthetic: prompts per user")
+    prompts_per_user: int = Field(8, ge=1, description="synthetic: prompts per user")
     candidates_per_prompt: int = Field(6, ge=2,
                                        description="synthetic: template responses per prompt")
-    pairs_per_prompt: int = Field(3, ge=1, description="synthetic: labelled pairs per prompt")
+    pairs_per_prompt: int = Field(2, ge=1, description="synthetic: labelled pairs per prompt")
     bt_temperature: float = Field(0.5, ge=0, description="synthetic: Bradley-Terry label noise, "
                                   "P(a > b) = sigmoid(dU / T); 0 = noiseless")
     separation: float = Field(1.0, ge=0, description="synthetic: distance of the minorities from "

@@ -26,7 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algorithm", default=None, help="entry of `algorithms` in the params file")
     parser.add_argument("--output_dir", default=None,
                         help="run folder (default: models/policy/<algorithm or advantage>)")
-    add_config_args(parser, PolicyConfig)
+    pre = argparse.ArgumentParser(add_help=False)  # which params file, before --help prints
+    pre.add_argument("--params", default="params.yaml")
+    pre.add_argument("--algorithm", default=None)
+    known, _ = pre.parse_known_args(argv)
+    try:  # the help shows what a run without the flag uses: the params file's values
+        current = policy_config(known.params, known.algorithm)
+    except (ValueError, FileNotFoundError):
+        current = None  # reported below, once the arguments are parsed
+    add_config_args(parser, PolicyConfig, current, f"from {known.params}")
     args = parser.parse_args(argv)
     try:
         cfg = policy_config(args.params, args.algorithm, config_overrides(args, PolicyConfig))

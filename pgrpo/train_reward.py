@@ -50,18 +50,18 @@ class RewardConfig(Section):
                          description="'minilm', 'tiny-random-bert' (tests) or a local encoder folder")
     conditioning: Literal["embedding", "heads"] = Field(
         "heads", description="heads: one linear head per group; embedding: group vector + shared MLP")
-    epochs: int = Field(3, ge=1, description="passes over the train pairs")
+    epochs: int = Field(4, ge=1, description="passes over the train pairs")
     batch_size: int = Field(16, ge=1, description="pairs per optimizer step (2x sequences per forward)")
     lr: float = Field(5e-5, gt=0, description="AdamW learning rate of the encoder")
     # A new random head needs far larger steps than a pretrained encoder to learn in a few epochs.
-    head_lr: float = Field(1e-3, gt=0, description="AdamW learning rate of the randomly initialized head")
+    head_lr: float = Field(3e-3, gt=0, description="AdamW learning rate of the randomly initialized head")
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping")
-    max_length: int = Field(256, ge=8, description="tokens of prompt + response, truncated longest-first")
+    max_length: int = Field(128, ge=8, description="tokens of prompt + response, truncated longest-first")
     inputs: Literal["prompt_response", "response"] = Field(
         "prompt_response", description="what the encoder reads: the (prompt, response) pair, or the "
         "response alone (the group carries the preference; no per-prompt level to drift)")
-    freeze_encoder: bool = Field(False, description="train only the head (fast, weaker)")
+    freeze_encoder: bool = Field(True, description="train only the head (fast, weaker)")
     eval_batch_size: int = Field(64, ge=1, description="pairs per forward when scoring held-out pairs")
     policy_pairs: int = Field(
         0, ge=0, description="training prompts whose base-policy samples are compared and labelled "

@@ -101,7 +101,7 @@ def test_assign_groups_runs_the_bt_mixture_end_to_end(tmp_path):
     users, pairs = persona_tables(sizes=(5, 4, 3), pairs_per_user=3)
     u, p = write(tmp_path, users, pairs)
     cfg = AssignConfig(method="cluster", algorithm="bt_mixture", encoder="tiny-random-bert",
-                       k_range=(2, 3), pca_dims=4, n_init=2)
+                       k_range=(2, 3), pca_dims=4, n_init=2, use_profile=False)  # no profiles
     m = assign_groups(cfg, u, p, tmp_path)
     assert m["k_criterion"] == "bic" and set(m["k_scores"]) == {"2", "3"}
     assert m["k"] == int(min(m["k_scores"], key=m["k_scores"].get))

@@ -149,6 +149,49 @@ def test_presets_list_only_their_differences():
         assert not same, f"{f} repeats params.yaml's values: {same}"
 
 
+# What params.yaml changes for the pipeline: the standalone trainer's defaults are the
+# embedded task (builtin prompts, the length reward), the pipeline's are its stages' outputs.
+PIPELINE_WIRING = {"policy.prompts", "policy.groups", "policy.reward"}
+
+
+def test_params_yaml_states_the_class_defaults_except_the_pipeline_wiring():
+    """One home for each default: the config classes. params.yaml writes every field out (so
+    `dvc params diff` and the comments show them) but may not disagree with a class default."""
+    from pydantic_core import PydanticUndefined
+
+    from pgrpo.compare import CompareConfig
+    from pgrpo.config import PolicyConfig
+    from pgrpo.evaluate import EvalConfig
+    from pgrpo.groups import AssignConfig
+    from pgrpo.mlflow_tracking import TrackingConfig
+    from pgrpo.prepare import PrepareConfig
+    from pgrpo.train_reward import RewardConfig
+
+    params = read_params(REPO / "params.yaml")
+    differ = []
+    for section, cls in [("prepare", PrepareConfig), ("assign_groups", AssignConfig),
+                         ("reward", RewardConfig), ("policy", PolicyConfig),
+                         ("evaluate", EvalConfig), ("tracking", TrackingConfig),
+                         ("compare", CompareConfig)]:
+        for key, value in params[section].items():
+            default = cls.model_fields[key].default
+            if default is PydanticUndefined or f"{section}.{key}" in PIPELINE_WIRING:
+                continue
+            if (tuple(value) if isinstance(value, list) else value) != \
+                    (tuple(default) if isinstance(default, list) else default):
+                differ.append(f"{section}.{key}: params.yaml {value!r}, class {default!r}")
+    assert not differ, "\n".join(differ)
+
+
+def test_train_help_shows_what_a_run_uses(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # argparse wraps help text at the terminal width
+    with pytest.raises(SystemExit):
+        from pgrpo.train import main as train_main
+        train_main(["--params", str(REPO / "configs" / "smoke.yaml"), "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 'tiny-random-llama', from" in out and "smoke.yaml)" in out
+
+
 def test_overlay_errors_name_the_problem(tmp_path, capsys):
     (tmp_path / "base.yaml").write_text("policy: {lr: 1.0, steps: 2}\nalgorithms: {a: {}}\n")
     (tmp_path / "typo.yaml").write_text("extends: base.yaml\npolcy: {lr: 2.0}\n")

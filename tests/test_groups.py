@@ -110,7 +110,7 @@ def test_label_method_names_users_with_missing_labels(tmp_path):
 def test_cluster_with_minilm_recovers_personas_and_k(tmp_path):
     users, pairs = persona_tables()
     u, p = write(tmp_path, users, pairs)
-    m = assign_groups(AssignConfig(method="cluster", encoder="minilm"), u, p, tmp_path)
+    m = assign_groups(AssignConfig(method="cluster", algorithm="kmeans", use_profile=False, encoder="minilm"), u, p, tmp_path)
     assert m["n_groups"] == 3, m["k_scores"]
     assert m["ari"] >= 0.8 and m["purity"] >= 0.9
     assert max(m["k_scores"], key=m["k_scores"].get) == "3" and m["k_criterion"] == "silhouette"
@@ -149,7 +149,7 @@ def test_cluster_is_seeded_and_users_without_train_pairs_join_the_largest_group(
     eval_pair = pd.DataFrame(dict(pair_id=["e1"], user_id=["evalonly"], prompt_id=["e1"], split="eval",
                                   prompt="x", chosen="jazz", rejected="rock"))
     u, p = write(tmp_path, users, pd.concat([pairs, eval_pair], ignore_index=True))
-    cfg = AssignConfig(method="cluster", encoder=TINY, n_groups=3)
+    cfg = AssignConfig(method="cluster", algorithm="kmeans", use_profile=False, encoder=TINY, n_groups=3)
     m1 = assign_groups(cfg, u, p, tmp_path / "a")
     m2 = assign_groups(cfg, u, p, tmp_path / "b")
     g1 = pd.read_parquet(tmp_path / "a" / "groups.parquet")
