@@ -61,6 +61,7 @@ from pgrpo.judge import judge_kind, judge_scores
 from pgrpo.metrics import (
     JUDGE_CURVE_KEY,
     curve_key,
+    helps_users,
     learning_efficiency,
     majority_group,
     policy_summaries,
@@ -98,6 +99,8 @@ class EvalConfig(Section):
     convergence_fraction: float = Field(
         0.9, gt=0, le=1, description="steps-to-fraction: share of the training reward gain")
     smooth_window: int = Field(3, ge=1, description="running-mean window of the training curves")
+    kl_limit: float = Field(0.1, gt=0, description="'helps' needs KL to the base below this, "
+                            "nats/token (pgrpo.metrics.helps_users)")
     batch_size: int = Field(
         32, ge=1, description="sequences per forward (sampling, KL, likelihood, reward model)")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
@@ -315,6 +318,8 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
                                       cfg.smooth_window, curve_key(curves[name]))
             for grp, r in s["groups"].items():
                 r.update(eff[grp])
+    for name in algorithms:
+        summary[name]["helps"] = helps_users(summary[name], summary["base"], cfg.kl_limit)
     kind = judge_kind(judge)
     check = signal_check(scores["base"], prompts, clusters, policy.reward, cfg.samples_per_prompt)
     for line in reward_warnings(check, policy.reward):

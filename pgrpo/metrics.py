@@ -294,6 +294,33 @@ def policy_summaries(scores: Mapping[str, Mapping[str, np.ndarray | None]], grou
     return out
 
 
+def helps_users(policy: Mapping, base: Mapping, kl_limit: float) -> dict:
+    """Does a trained policy serve its users better than the base? The rule of issue 12, fixed
+    before the runs it judges (pgrpo.evaluate applies it to every algorithm):
+
+    - helps: the paired gain interval over the base lies above 0, KL to the base is below
+      `kl_limit` nats/token, and no group is harmed;
+    - harms: the gain interval lies below 0, or some group is harmed;
+    - unresolved: anything else (a gain within noise, or a gain bought with more drift).
+    A group is harmed when the policy's whole interval for it lies below the base's mean for
+    it: worse than the base by more than its own interval.
+    """
+    harmed = sorted(g for g, r in policy["groups"].items()
+                    if r["ci_high"] is not None and base["groups"][g]["reward"] is not None
+                    and r["ci_high"] < base["groups"][g]["reward"])
+    low, high, kl = policy["gain_ci_low"], policy["gain_ci_high"], policy.get("kl_to_base")
+    kl_ok = kl is not None and kl < kl_limit
+    if harmed or (high is not None and high < 0):
+        verdict = "harms"
+    elif low is not None and low > 0 and kl_ok:
+        verdict = "helps"
+    else:
+        verdict = "unresolved"
+    return {"verdict": verdict, "verdict_score": {"helps": 1, "unresolved": 0, "harms": -1}[verdict],
+            "gain_above_zero": low is not None and low > 0,
+            "kl_below_limit": kl_ok, "harmed_groups": harmed}
+
+
 def steps_key(fraction: float) -> str:
     """metrics.json key of the convergence step: steps_to_90 for fraction 0.9."""
     return f"steps_to_{round(fraction * 100):d}"

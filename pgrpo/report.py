@@ -150,6 +150,29 @@ def signal_section(results: dict) -> list[str]:
     return lines + [""]
 
 
+def helps_section(results: dict) -> list[str]:
+    """Does training help the users? Each algorithm under the rule of pgrpo.metrics.helps_users."""
+    limit = results["settings"].get("kl_limit")
+    rows = []
+    for alg, r in results["algorithms"].items():
+        h = r.get("helps")
+        if not h:
+            continue
+        rows.append([alg, f"**{h['verdict']}**",
+                     _interval(r, "gain_vs_base", "gain_ci_low", "gain_ci_high", signed=True),
+                     f"{fmt(r['kl_to_base'], 3)} ({'<' if h['kl_below_limit'] else '≥'} {limit})",
+                     ", ".join(h["harmed_groups"]) or "none"])
+    if not rows:
+        return []
+    return ["## Does training help the users?", "",
+            f"Rule, fixed before the run: **helps** = the paired gain interval lies above 0, KL to "
+            f"the base is below {limit} nats/token and no group is harmed (the policy's interval "
+            "for the group lies wholly below the base's mean for it); **harms** = the gain "
+            "interval lies below 0 or a group is harmed; otherwise **unresolved**.", "",
+            *_table(["policy", "verdict", "gain vs base [paired CI]", "KL to base",
+                     "groups harmed"], rows), ""]
+
+
 def render_report(results: dict) -> str:
     s, sizes = results["settings"], results["groups"]
     pols = {"base": results["base"], **results["algorithms"]}
@@ -200,6 +223,7 @@ def render_report(results: dict) -> str:
           fmt(r["kl_to_base"], 4), fmt(r["neutral_loglik_delta"], 4, signed=True)]
          for n, r in pols.items()])
     lines += ["", headline_note + gain_note, ""]
+    lines += helps_section(results)
     if results.get("champion"):
         by = results["champion_by"]
         where = (f"the mean reward on {sum(results['val_prompts'].values())} validation prompts "

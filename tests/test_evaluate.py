@@ -303,6 +303,12 @@ def test_reward_check_champion_and_gain_intervals(run):
         assert r["mean_ci_low"] <= r["mean_reward"] <= r["mean_ci_high"]
     report = (tmp / "reports" / "report.md").read_text()
     assert "reward-signal check" in report and f"**{results['champion']}**" in report
+    from pgrpo.metrics import helps_users
+    assert "## Does training help the users?" in report
+    for alg in ALGS:  # the rule's verdict, as the rule computes it, in metrics and report
+        r = results["algorithms"][alg]
+        assert r["helps"] == helps_users(r, results["base"], 0.1)
+        assert f"| {alg} | **{r['helps']['verdict']}** |" in report
 
 
 def test_val_and_test_prompts_never_overlap(run):

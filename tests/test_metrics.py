@@ -226,3 +226,35 @@ def test_learning_efficiency_from_metric_rows():
     assert out["a"] == {"steps_to_50": 3, "auc": pytest.approx(2.5 / 4)}
     assert out["b"] == {"steps_to_50": None, "auc": 0.3}  # one point: no improvement to time
     assert out["c"] == {"steps_to_50": None, "auc": None}
+
+
+# --------------------------------------------------------------------------- helps_users
+
+def _pol(gain_lo, gain_hi, kl, groups):
+    return {"gain_ci_low": gain_lo, "gain_ci_high": gain_hi, "kl_to_base": kl,
+            "groups": {g: {"reward": m, "ci_low": lo, "ci_high": hi} for g, (m, lo, hi) in groups.items()}}
+
+
+BASE = _pol(None, None, 0.0, {"a": (0.5, 0.3, 0.7), "b": (0.2, 0.0, 0.4)})
+
+
+@pytest.mark.parametrize("policy, verdict, harmed", [
+    # gain interval above 0, small drift, every group's interval reaches the base's mean
+    (_pol(0.05, 0.2, 0.05, {"a": (0.6, 0.45, 0.75), "b": (0.3, 0.15, 0.45)}), "helps", []),
+    # the same gain bought with KL at the limit: not "helps"
+    (_pol(0.05, 0.2, 0.1, {"a": (0.6, 0.45, 0.75), "b": (0.3, 0.15, 0.45)}), "unresolved", []),
+    # a gain overall, but group b's whole interval lies below the base's mean for b (0.2)
+    (_pol(0.05, 0.2, 0.05, {"a": (0.9, 0.8, 1.0), "b": (0.1, 0.05, 0.19)}), "harms", ["b"]),
+    # a group's interval touching the base's mean is within its own interval: not harmed
+    (_pol(-0.1, 0.1, 0.05, {"a": (0.45, 0.3, 0.5), "b": (0.15, 0.0, 0.2)}), "unresolved", []),
+    # the gain interval below 0
+    (_pol(-0.3, -0.01, 0.05, {"a": (0.4, 0.2, 0.6), "b": (0.1, -0.1, 0.3)}), "harms", []),
+    # no interval (one prompt): never "helps"
+    (_pol(None, None, 0.01, {"a": (0.6, None, None), "b": (0.3, None, None)}), "unresolved", []),
+])
+def test_helps_users_applies_the_rule(policy, verdict, harmed):
+    from pgrpo.metrics import helps_users
+
+    out = helps_users(policy, BASE, kl_limit=0.1)
+    assert out["verdict"] == verdict and out["harmed_groups"] == harmed
+    assert out["verdict_score"] == {"helps": 1, "unresolved": 0, "harms": -1}[verdict]
