@@ -1,0 +1,119 @@
+"""Tune the default run's shared knobs on validation prompts (issue 12, "defaults that learn").
+
+Trains each variant x algorithm from params.yaml's policy section plus the variant's
+overrides, judges the policy on held-out *validation* prompts (pgrpo.evaluate.eval_role;
+never the report's test prompts) every `--every` steps, and measures the k3 KL to the base
+on those prompts at the end. One JSON line per run in benchmarks/default_tuning/out/runs.jsonl
+(resumable: a run already there is skipped). Run from the repo root after
+`dvc repro train_reward` (data/processed and models/reward of params.yaml), nothing else
+running on the machine:
+
+    python benchmarks/default_tuning/tune.py lr2e-5_b0.04 lr=2e-5 beta=0.04 steps=12
+    python benchmarks/default_tuning/tune.py judge_lr2e-5 reward=judge lr=2e-5 steps=12
+    python benchmarks/default_tuning/tune.py --table        # the table of every run so far
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+OUT = Path("benchmarks/default_tuning/out")
+PROCESSED = Path("data/processed")
+
+
+def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, samples: int) -> dict:
+    import torch
+
+    from pgrpo.config import policy_config
+    from pgrpo.evaluate import EvalConfig, eval_prompts, run_policy
+    from pgrpo.judge_curve import SEED, JudgeCurve
+    from pgrpo.models import load_policy
+    from pgrpo.trainer import train_policy
+
+    cfg = policy_config("params.yaml", algorithm, {**overrides, "resume": False})
+    out = OUT / name / algorithm
+    steps = cfg.steps
+    hook = JudgeCurve.from_processed(PROCESSED, every=every, per_group=per_group, samples=samples,
+                                     max_new_tokens=cfg.max_new_tokens, last_step=steps,
+                                     system_prompt=cfg.system_prompt)
+    t0 = time.perf_counter()
+    train_policy(cfg, out, hooks=[hook])
+    seconds = time.perf_counter() - t0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    curve = {r["step"]: r["judge/mean_reward"] for r in rows if "judge/mean_reward" in r}
+    by_group = {k.split("/")[-1]: v for k, v in rows[-1].items() if k.startswith("judge/reward/")}
+    # KL to the base on the same validation prompts, sampled from the trained policy
+    val = eval_prompts(PROCESSED / "prompts.parquet", PROCESSED / "groups.parquet", per_group,
+                       SEED, role="val")
+    base, _ = load_policy(cfg.model)
+    model, tok = load_policy(str(out / "model"))
+    with torch.no_grad():
+        _, kl = run_policy(model.eval(), tok, base.eval(), val,
+                           EvalConfig(samples_per_prompt=samples, device="cpu"), cfg)
+    return {"name": name, "algorithm": algorithm, "overrides": overrides, "steps": steps,
+            "judge_curve": curve, "final_by_group": by_group, "kl_to_base": kl,
+            "train_seconds": round(seconds, 1),
+            "val_prompts": len(val), "samples_per_prompt": samples}
+
+
+def table(path: Path) -> str:
+    lines = ["| variant | algorithm | judge at step 0 | final | gain | KL to base | train s |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        c = {int(k): v for k, v in r["judge_curve"].items()}
+        first, last = c[min(c)], c[max(c)]
+        lines.append(f"| {r['name']} | {r['algorithm']} | {first:.3f} | {last:.3f} | "
+                     f"{last - first:+.3f} | {r['kl_to_base']:.3f} | {r['train_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def _value(text: str):
+    """A command-line value: a number where it reads as one (YAML 1.1 keeps 1e-5 a string)."""
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return yaml.safe_load(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", nargs="?", help="variant name (folder under out/)")
+    p.add_argument("overrides", nargs="*", help="policy field=value (YAML values)")
+    p.add_argument("--algorithms", default="grpo,pgrpo")
+    p.add_argument("--every", type=int, default=4, help="judge every k steps (and at 0, last)")
+    p.add_argument("--per_group", type=int, default=4, help="validation prompts per group")
+    p.add_argument("--samples", type=int, default=2, help="judge samples per prompt")
+    p.add_argument("--table", action="store_true", help="print the table of runs.jsonl")
+    a = p.parse_args(argv)
+    runs = OUT / "runs.jsonl"
+    if a.table:
+        print(table(runs))
+        return 0
+    if not a.name:
+        p.error("a variant name is needed (or --table)")
+    overrides = {k: _value(v) for k, v in (o.split("=", 1) for o in a.overrides)}
+    done = set()
+    if runs.exists():
+        done = {(r["name"], r["algorithm"]) for r in map(json.loads, runs.read_text().splitlines())}
+    OUT.mkdir(parents=True, exist_ok=True)
+    for alg in a.algorithms.split(","):
+        if (a.name, alg) in done:
+            print(f"{a.name}/{alg}: done, skipped", file=sys.stderr)
+            continue
+        result = run(a.name, overrides, alg, a.every, a.per_group, a.samples)
+        with runs.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+        print(json.dumps({k: result[k] for k in ("name", "algorithm", "judge_curve", "kl_to_base",
+                                                 "train_seconds")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
