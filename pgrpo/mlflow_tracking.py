@@ -42,7 +42,9 @@ import importlib.util
 import math
 import os
 import re
+import socket
 import time
+import urllib.parse
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -92,10 +94,32 @@ def tracking_enabled(cfg: TrackingConfig) -> bool:
     return True
 
 
+class TrackingUnreachable(ConnectionError):
+    """The tracking server does not answer: raised before any work, in one line."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast on an http(s) tracking URI nobody listens at (MLflow's own client retries
+    for minutes first). Local stores (sqlite, file) need no server and pass."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise TrackingUnreachable(
+            f"MLflow tracking server {uri} is unreachable ({e.strerror or e}). Start it "
+            f"(`mlflow server --host {parsed.hostname} --port {port}`), point "
+            "tracking.tracking_uri or $MLFLOW_TRACKING_URI at one that runs, or set "
+            "tracking.enabled: false to run without tracking.") from None
+
+
 def _client(cfg: TrackingConfig):
     """Point mlflow (fluent API and client) at cfg's store; returns (client, experiment id)."""
     import mlflow
 
+    check_reachable(resolve_tracking_uri(cfg))
     mlflow.set_tracking_uri(resolve_tracking_uri(cfg))
     return mlflow.MlflowClient(), mlflow.set_experiment(cfg.experiment).experiment_id
 

@@ -161,7 +161,12 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
             paths.PROCESSED, cfg.judge_every, cfg.judge_prompts_per_group,
             cfg.judge_samples_per_prompt, cfg.max_new_tokens, temperature=cfg.temperature,
             system_prompt=cfg.system_prompt, last_step=cfg.steps))
-    result = train_policy(cfg, out, logger=MultiLogger(*extra) if extra else None, hooks=hooks)
+    # a checkpoint is resumed only under the code that wrote it (and its config and inputs)
+    from pgrpo.hashing import file_sha256
+    from pgrpo.stage_code import ROOT, stage_code
+    code = {"code": {p.as_posix(): file_sha256(ROOT / p) for p in sorted(stage_code("train_policy"))}}
+    result = train_policy(cfg, out, logger=MultiLogger(*extra) if extra else None, hooks=hooks,
+                          fingerprint=code)
     if track:
         from pgrpo.mlflow_tracking import log_figure
         from pgrpo.plots import plot_group_rewards
@@ -220,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = run_stage(args.stage, args.params, args.algorithm)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     summary = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
