@@ -8,7 +8,9 @@
                               from (seed, step, rank) every step, so every process
                               resumes on the same random stream either way)
         group_stats.pt        P-GRPO running moments per preference group
-        trainer_state.json    step and the config that produced it
+        trainer_state.json    step, the config and the fingerprint that produced it
+        metrics.jsonl         the run's metrics up to this step (DVC deletes the run's own
+                              copy before it reruns a stage; a resume restores it from here)
 
 A checkpoint is written to a temporary folder and renamed, so a run killed
 mid-write leaves the previous checkpoint as the latest complete one.
@@ -71,8 +73,10 @@ def save_checkpoint(
     stats: GroupRewardStats,
     trainer_state: dict,
     keep: int = 2,
+    files: tuple[Path, ...] = (),
 ) -> Path:
-    """Write checkpoint `step` atomically and keep only the newest `keep`."""
+    """Write checkpoint `step` atomically and keep only the newest `keep`; `files` (e.g. the
+    metrics so far) are copied in, so they survive whatever deletes the run's own copies."""
     root = checkpoint_root(output_dir)
     final = root / f"{PREFIX}{step:06d}"
     tmp = root / f"{final.name}.tmp"
@@ -83,6 +87,9 @@ def save_checkpoint(
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     torch.save(stats.state_dict(), tmp / "group_stats.pt")
+    for f in files:
+        if Path(f).is_file():
+            shutil.copy2(f, tmp / Path(f).name)
     (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=2))
     if final.exists():
         shutil.rmtree(final)
@@ -90,6 +97,11 @@ def save_checkpoint(
     for old in complete_checkpoints(output_dir)[:-keep]:
         shutil.rmtree(old)
     return final
+
+
+def read_trainer_state(path: Path) -> dict:
+    """A checkpoint's step, config and fingerprint, without loading any tensor."""
+    return json.loads((path / "trainer_state.json").read_text())
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, stats: GroupRewardStats) -> dict:

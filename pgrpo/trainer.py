@@ -26,8 +26,9 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from pgrpo.advantages import AdvantageConfig, GroupRewardStats, check_finite, get_advantage_fn
-from pgrpo.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pgrpo.checkpoint import latest_checkpoint, load_checkpoint, read_trainer_state, save_checkpoint
 from pgrpo.config import PolicyConfig
+from pgrpo.hashing import path_sha256
 from pgrpo.loss import masked_mean, policy_loss
 from pgrpo.models import load_policy
 from pgrpo.prompts import PromptSet, load_prompts
@@ -97,13 +98,28 @@ RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "resume", 
                      "judge_prompts_per_group", "judge_samples_per_prompt"}
 
 
-def _check_same_run(saved: dict, cfg: PolicyConfig, ckpt: Path) -> None:
-    current = cfg.model_dump()
-    changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
-    if changed:
-        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-        raise ValueError(f"{ckpt} was trained with a different config ({details}); use another "
-                         "output folder, or resume=false to start over in this one")
+def run_fingerprint(cfg: PolicyConfig, extra: dict | None = None) -> dict:
+    """What a checkpoint may be resumed under: the config (but the RESUMABLE_CHANGES), the
+    content of the files it names (model, prompts, groups, reward model) and `extra` (the
+    pipeline adds the hashes of the code the stage runs)."""
+    config = {k: v for k, v in cfg.model_dump().items() if k not in RESUMABLE_CHANGES}
+    files = {name: path_sha256(p) for name in ("model", "prompts", "groups", "reward")
+             if (p := getattr(cfg, name)) and Path(p).exists()}
+    return {"config": config, "files": files, **(extra or {})}
+
+
+def fingerprint_changes(saved: dict, current: dict) -> list[str]:
+    """What differs between two fingerprints, named (config fields with their values)."""
+    if "config" not in saved:
+        return ["no fingerprint (a checkpoint from before fingerprints)"]
+    out = [f"{k}: {saved['config'].get(k)!r} -> {v!r}" for k, v in current["config"].items()
+           if saved["config"].get(k) != v]
+    for part in sorted(set(saved) | set(current) - {"config"}):
+        if part != "config" and saved.get(part) != current.get(part):
+            keys = sorted(k for k in set(saved.get(part) or {}) | set(current.get(part) or {})
+                          if (saved.get(part) or {}).get(k) != (current.get(part) or {}).get(k))
+            out.append(f"{part} changed: {', '.join(keys) or part}")
+    return out
 
 
 class Trainer:
@@ -111,7 +127,7 @@ class Trainer:
 
     def __init__(self, cfg: PolicyConfig, output_dir: str | Path, prompts: PromptSet | None = None,
                  reward_fn: RewardFn | None = None, logger: MetricLogger | None = None,
-                 hooks: list[StepHook] | None = None):
+                 hooks: list[StepHook] | None = None, fingerprint: dict | None = None):
         self.cfg, self.output_dir = cfg, Path(output_dir)
         self.hooks = list(hooks or [])
         self.acc = _accelerator(_precision(cfg))
@@ -148,21 +164,26 @@ class Trainer:
         self.advantage_fn = get_advantage_fn(cfg.advantage)
         self.adv_cfg = AdvantageConfig(scale=cfg.scale, eps=cfg.adv_eps, min_count=cfg.min_count)
         self.step = 0
+        self.fingerprint = run_fingerprint(cfg, fingerprint)
         ckpt = latest_checkpoint(self.output_dir)
-        if ckpt is not None and not cfg.resume:
-            self.acc.print(f"resume=false: discarding the checkpoints in {ckpt.parent}")
+        why = None if ckpt is None else "resume=false" if not cfg.resume else "; ".join(
+            fingerprint_changes(read_trainer_state(ckpt).get("fingerprint", {}), self.fingerprint))
+        if why:  # never resume what another config, other inputs or other code produced
+            self.acc.print(f"starting over: discarding the checkpoints in {ckpt.parent} ({why})")
             if self.acc.is_main_process:
                 shutil.rmtree(ckpt.parent)
             self.acc.wait_for_everyone()
             ckpt = None
+        metrics_path = self.output_dir / "metrics.jsonl"
         if ckpt is not None:
             state = load_checkpoint(ckpt, self.acc.unwrap_model(self.model), self.optimizer,
                                     self.scheduler, self.stats)
-            _check_same_run(state.get("config", {}), cfg, ckpt)
             self.step = state["step"]
+            if (ckpt / "metrics.jsonl").is_file() and self.acc.is_main_process:
+                shutil.copy2(ckpt / "metrics.jsonl", metrics_path)  # the rows up to its step
             self.acc.print(f"resumed from {ckpt} (step {self.step})")
-        jsonl = JsonlLogger(self.output_dir / "metrics.jsonl",
-                            resume_from_step=self.step if ckpt else None) if self.acc.is_main_process else None
+        jsonl = JsonlLogger(metrics_path, resume_from_step=self.step if ckpt else None) \
+            if self.acc.is_main_process else None
         self.logger = MultiLogger(jsonl, logger if self.acc.is_main_process else None)
 
     def _reward_fn(self) -> RewardFn:
@@ -313,8 +334,10 @@ class Trainer:
     def save(self) -> None:
         if self.acc.is_main_process:
             save_checkpoint(self.output_dir, self.step, self.acc.unwrap_model(self.model), self.optimizer,
-                            self.scheduler, self.stats, {"config": self.cfg.model_dump()},
-                            keep=self.cfg.keep_checkpoints)
+                            self.scheduler, self.stats,
+                            {"config": self.cfg.model_dump(), "fingerprint": self.fingerprint},
+                            keep=self.cfg.keep_checkpoints,
+                            files=(self.output_dir / "metrics.jsonl",))
         self.acc.wait_for_everyone()
 
     def train(self, stop_after_steps: int | None = None) -> TrainResult:
@@ -365,7 +388,9 @@ class Trainer:
 def train_policy(cfg: PolicyConfig, output_dir: str | Path, *, prompts: PromptSet | None = None,
                  reward_fn: RewardFn | None = None, logger: MetricLogger | None = None,
                  stop_after_steps: int | None = None,
-                 hooks: list[StepHook] | None = None) -> TrainResult:
-    """The train_policy stage: train (or resume) and export the policy to output_dir/model."""
-    return Trainer(cfg, output_dir, prompts, reward_fn, logger, hooks).train(stop_after_steps)
+                 hooks: list[StepHook] | None = None, fingerprint: dict | None = None) -> TrainResult:
+    """The train_policy stage: train (or resume) and export the policy to output_dir/model.
+    `fingerprint`: more that a checkpoint must match to be resumed (see run_fingerprint)."""
+    return Trainer(cfg, output_dir, prompts, reward_fn, logger, hooks,
+                   fingerprint).train(stop_after_steps)
 

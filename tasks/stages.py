@@ -38,6 +38,7 @@ from prefect.artifacts import (
 
 from pgrpo import paths
 from pgrpo.config import policy_config, read_params
+from pgrpo.hashing import file_sha256, path_sha256
 from pgrpo.pipeline import STAGES, run_stage  # the lead's runner: config, stage, MLflow
 from pgrpo.stage_code import ROOT as CODE_ROOT
 from pgrpo.stage_code import stage_code
@@ -53,34 +54,6 @@ NOT_TRANSIENT = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError
 
 
 # --------------------------------------------------------------------------- cache key
-
-_hash_memo: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256: models hash once
-
-
-def file_sha256(path: Path) -> str:
-    st = path.stat()
-    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _hash_memo:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _hash_memo[memo] = h.hexdigest()
-    return _hash_memo[memo]
-
-
-def path_sha256(path: str | Path) -> str:
-    """Content hash of a file, or of a folder (relative names + file hashes); 'missing' if absent."""
-    path = Path(path)
-    if path.is_file():
-        return file_sha256(path)
-    if not path.is_dir():
-        return "missing"
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path).as_posix()}\0{file_sha256(f)}\n".encode())
-    return h.hexdigest()
-
 
 def stage_params(stage: str, params_file: str | Path, algorithm: str | None = None) -> dict:
     params = read_params(params_file)

@@ -42,7 +42,8 @@ def test_run_writes_metrics_checkpoint_and_a_loadable_policy(tmp_path, tiny_cfg)
     ckpt = latest_checkpoint(tmp_path)
     assert ckpt.name == "step_000002"
     assert {p.name for p in ckpt.iterdir()} == {"model.safetensors", "optimizer.pt", "scheduler.pt",
-                                                "rng.pt", "group_stats.pt", "trainer_state.json"}
+                                                "rng.pt", "group_stats.pt", "trainer_state.json",
+                                                "metrics.jsonl"}
     model, tok = load_policy(str(result.model_dir))
     assert torch.equal(model.state_dict()["model.embed_tokens.weight"],
                        _weights(result.model_dir)["model.embed_tokens.weight"])
@@ -123,13 +124,35 @@ def test_reward_function_returning_wrong_length_is_named(tmp_path, tiny_cfg):
         train_policy(tiny_cfg(steps=1), tmp_path, reward_fn=lambda *a: torch.zeros(1))
 
 
-def test_resume_refuses_a_changed_config_and_resume_false_starts_over(tmp_path, tiny_cfg):
+def test_a_checkpoint_of_another_config_inputs_or_code_is_never_resumed(tmp_path, tiny_cfg, capsys):
     Trainer(tiny_cfg(steps=3), tmp_path).train(stop_after_steps=2)
-    with pytest.raises(ValueError, match=r"different config \(lr: 0.001 -> 0.002\)"):
-        Trainer(tiny_cfg(steps=3, lr=2e-3), tmp_path)
     assert Trainer(tiny_cfg(steps=5), tmp_path).step == 2  # running longer is fine
-    fresh = Trainer(tiny_cfg(steps=3, lr=2e-3, resume=False), tmp_path)
+    capsys.readouterr()
+    changed = Trainer(tiny_cfg(steps=3, lr=2e-3), tmp_path)
+    out = capsys.readouterr().out
+    assert changed.step == 0 and latest_checkpoint(tmp_path) is None
+    assert "starting over" in out and "lr: 0.001 -> 0.002" in out, out
+    Trainer(tiny_cfg(steps=3), tmp_path).train(stop_after_steps=2)
+    other_code = Trainer(tiny_cfg(steps=3), tmp_path, fingerprint={"code": {"pgrpo/loss.py": "x"}})
+    assert other_code.step == 0 and "code changed: pgrpo/loss.py" in capsys.readouterr().out
+    Trainer(tiny_cfg(steps=3), tmp_path).train(stop_after_steps=2)
+    fresh = Trainer(tiny_cfg(steps=3, resume=False), tmp_path)
     assert fresh.step == 0 and latest_checkpoint(tmp_path) is None
+
+
+def test_a_resumed_run_restores_metrics_that_were_deleted(tmp_path, tiny_cfg):
+    """DVC deletes a stage's outputs before rerunning it, metrics.jsonl among them; the
+    checkpoint's copy brings the rows back, and the run ends as an uninterrupted one."""
+    whole = train_policy(tiny_cfg(steps=4, checkpoint_every=2), tmp_path / "whole")
+    Trainer(tiny_cfg(steps=4, checkpoint_every=2), tmp_path / "cut").train(stop_after_steps=3)
+    (tmp_path / "cut" / "metrics.jsonl").unlink()
+    cut = train_policy(tiny_cfg(steps=4, checkpoint_every=2), tmp_path / "cut")
+    rows = {k: read_metrics(r.output_dir / "metrics.jsonl") for k, r in [("w", whole), ("c", cut)]}
+    assert [r["step"] for r in rows["c"]] == [1, 2, 3, 4]
+    drop = ("perf/", "train/completion_tokens")
+    for a, b in zip(rows["w"], rows["c"]):
+        assert {k: v for k, v in a.items() if not k.startswith(drop)} == \
+            pytest.approx({k: v for k, v in b.items() if not k.startswith(drop)}, abs=1e-5)
 
 
 def test_random_group_ablation_normalizes_by_shuffled_labels_but_reports_true_groups(tmp_path, tiny_cfg):
