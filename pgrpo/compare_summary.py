@@ -28,6 +28,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from pgrpo.metrics import t_interval
+from pgrpo.report import markdown_table
 
 # Per-policy headline numbers of metrics.json, averaged over runs.
 HEADLINE = ("mean_reward", "worst_group_reward", "minority_reward", "majority_reward",
@@ -172,8 +173,7 @@ def _ci(d: dict, digits: int = 3, signed: bool = False) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(r) + " |" for r in rows), ""]
+    return [*markdown_table(header, rows), ""]
 
 
 def render_comparison(s: dict) -> str:

@@ -68,7 +68,8 @@ from pgrpo.metrics import (
     reward_curve,
     steps_key,
 )
-from pgrpo.models import load_policy
+from pgrpo.loss import kl_k3
+from pgrpo.models import load_policy, resolve_device
 from pgrpo.prompts import PromptSet, load_prompts
 from pgrpo.reward_check import reward_signal_check
 from pgrpo.reward_check import warnings as reward_warnings
@@ -157,11 +158,6 @@ def eval_prompts(prompts_path: Path, groups_path: Path, per_group: int, seed: in
     return ps.subset(chosen)
 
 
-def _device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
-                        "cpu" if name == "auto" else name)
-
-
 def read_neutral(path: str | Path | None) -> list[str]:
     path = Path(path) if path else NEUTRAL_TEXT
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
@@ -192,8 +188,7 @@ def neutral_loglik(model, tokenizer, lines: list[str], batch_size: int) -> float
 def k3_kl(logp_policy: torch.Tensor, logp_base: torch.Tensor,
           mask: torch.Tensor) -> tuple[float, int]:
     """(sum over masked tokens of exp(d) - d - 1 with d = logp_base - logp_policy, token count)."""
-    d = (logp_base - logp_policy).double()
-    k3 = (torch.exp(d) - d - 1) * mask
+    k3 = kl_k3(logp_policy.double(), logp_base.double()) * mask
     return float(k3.sum()), int(mask.sum())
 
 
@@ -245,7 +240,7 @@ def score_policies(cfg: EvalConfig, policy: PolicyConfig, names: list[str], poli
     pgrpo.metrics.policy_summaries, {policy: kl_to_base, neutral_loglik[, val_mean_reward]},
     sample rows)."""
     g, kind, lines = cfg.samples_per_prompt, judge_kind(judge), read_neutral(cfg.neutral_text)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     users = [m["user_id"] for m in prompts.metadata for _ in range(g)]
     group_ids = prompts.group_ids.repeat_interleave(g)
     base_model, base_tok = load_policy(policy.model)
@@ -297,7 +292,7 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
     prompts = eval_prompts(processed_dir / "prompts.parquet", groups_path, cfg.prompts_per_group,
                            cfg.seed)
     judge = read_table(processed_dir / "judge.parquet")
-    reward_fn = GroupRewardFn(reward_dir, prompts.group_names, _device(cfg.device),
+    reward_fn = GroupRewardFn(reward_dir, prompts.group_names, resolve_device(cfg.device),
                               batch_size=cfg.batch_size)
     val_prompts = eval_prompts(processed_dir / "prompts.parquet", groups_path,
                                cfg.val_prompts_per_group, cfg.seed, role="val") \

@@ -30,6 +30,7 @@ import numpy as np
 
 from pgrpo.mechanism import MechanismConfig, cells
 from pgrpo.metrics import curve_auc, t_interval
+from pgrpo.report import markdown_table
 
 # (claim id, text, A, B, metric): the paper's three claims, then ours (beyond the paper).
 CLAIMS = [
@@ -138,11 +139,6 @@ def _fmt(d: dict, signed: bool = False) -> str:
     return f"{f.format(d['mean'])} [{f.format(d['lo'])}, {f.format(d['hi'])}]"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(r) + " |" for r in rows)]
-
-
 def plot_curves(summary: dict, out_dir: Path) -> list[Path]:
     """One figure per (optimizer, tilt): rows = groups, one panel per condition; mean over seeds."""
     from pgrpo.plots import _save, algorithm_colors, plt
@@ -209,7 +205,7 @@ def render(summary: dict, figures: list[Path], extra: str = "") -> str:
             got = {c["id"]: c for c in b["claims"]}
             rows.append([b["condition"], str(b["tilt"]), str(len(b["seeds"]))] + [
                 f"{got[i]['verdict']} ({_fmt(got[i], True)})" if i in got else "–" for i in claim_ids])
-        lines += [f"### {opt}", "", *_table(["condition", "tilt", "seeds"] + claim_ids, rows), ""]
+        lines += [f"### {opt}", "", *markdown_table(["condition", "tilt", "seeds"] + claim_ids, rows), ""]
     lines += ["Claims: " + "; ".join(f"`{c[0]}`: {c[1]} ({c[2]} - {c[3].format(ref=ref)}, {c[4]})"
                                       for c in CLAIMS), ""]
     for b in summary["blocks"]:
@@ -227,9 +223,9 @@ def render(summary: dict, figures: list[Path], extra: str = "") -> str:
                 _fmt(t["final_mean"]), _fmt(t["auc_mean"]),
                 _fmt(vs.get("final_mean"), True), _fmt(vs.get("auc_mean"), True),
                 _fmt(vs.get("final_minority"), True)])
-        lines += _table(header, rows) + [""]
+        lines += markdown_table(header, rows) + [""]
         rows = [[e] + [_fmt(t["auc"][g]) for g in groups] for e, t in b["estimators"].items()]
-        lines += ["AUC per group:", "", *_table(["estimator"] + groups, rows), ""]
+        lines += ["AUC per group:", "", *markdown_table(["estimator"] + groups, rows), ""]
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
     return "\n".join(lines) + "\n"
 

@@ -37,6 +37,13 @@ CHATML_TEMPLATE = (
 )
 
 
+def resolve_device(name: str) -> torch.device:
+    """'auto' = cuda when there is one, else cpu; any other name as torch reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("PGRPO_CACHE", Path.home() / ".cache" / "pgrpo"))
 

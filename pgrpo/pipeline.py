@@ -162,11 +162,8 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
             cfg.judge_samples_per_prompt, cfg.max_new_tokens, temperature=cfg.temperature,
             system_prompt=cfg.system_prompt, last_step=cfg.steps))
     # a checkpoint is resumed only under the code that wrote it (and its config and inputs)
-    from pgrpo.hashing import file_sha256
-    from pgrpo.stage_code import ROOT, stage_code
-    code = {"code": {p.as_posix(): file_sha256(ROOT / p) for p in sorted(stage_code("train_policy"))}}
     result = train_policy(cfg, out, logger=MultiLogger(*extra) if extra else None, hooks=hooks,
-                          fingerprint=code)
+                          fingerprint={"code": _code_hashes("train_policy")})
     if track:
         from pgrpo.mlflow_tracking import log_figure
         from pgrpo.plots import plot_group_rewards
@@ -203,6 +200,15 @@ def _evaluate(cfgs, algorithm, track, policy_root: Path, reports_dir: Path) -> d
             by = results["champion_by"]
             promote_best_policy({a: r[by] for a, r in results["algorithms"].items()}, f"eval/{by}")
     return results
+
+
+def _code_hashes(stage: str) -> dict[str, str]:
+    """Content hashes of the code `stage` runs (pgrpo.stage_code). Bookkeeping, not stage
+    code: it decides whether a checkpoint may be resumed, never what a stage outputs."""
+    from pgrpo.hashing import file_sha256
+    from pgrpo.stage_code import ROOT, stage_code
+
+    return {p.as_posix(): file_sha256(ROOT / p) for p in sorted(stage_code(stage))}
 
 
 def _logged(metrics: dict, prefix: str, track) -> dict:

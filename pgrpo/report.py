@@ -33,10 +33,18 @@ def ci(r: dict) -> str:
     return f"{fmt(r['reward'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
 
 
+def markdown_table(header: list[str], rows: list[list], left: int | None = None) -> list[str]:
+    """A markdown table's lines (every renderer of the project uses this one): with `left`,
+    the first `left` columns are names (left-aligned) and the rest numbers (right-aligned);
+    without, no alignment is set. Cells are str()-ed."""
+    rule = "|" + ("---|" * len(header) if left is None else
+                  "|".join(["---"] * left + ["---:"] * (len(header) - left)) + "|")
+    return ["| " + " | ".join(map(str, header)) + " |", rule,
+            *("| " + " | ".join(map(str, r)) + " |" for r in rows)]
+
+
 def _table(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
-    """A markdown table: the first `left` columns are names (left-aligned), the rest numbers."""
-    rule = "|" + "|".join(["---"] * left + ["---:"] * (len(header) - left)) + "|"
-    return ["| " + " | ".join(header) + " |", rule] + ["| " + " | ".join(r) + " |" for r in rows]
+    return markdown_table(header, rows, left)
 
 
 def _disjoint(a: dict, b: dict) -> bool:

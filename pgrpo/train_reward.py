@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from pgrpo import paths
 from pgrpo.config import Section, add_config_args, config_overrides, load_section
 from pgrpo.io import atomic_outputs, read_table, write_json
+from pgrpo.models import resolve_device
 from pgrpo.schemas import DataValidationError, Groups, Pairs, validate
 
 
@@ -89,12 +90,6 @@ def join_groups(pairs: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
             f"{len(orphans)} of {len(out)} pairs belong to {len(users)} users with no group in the "
             f"groups table (e.g. {shown}); rerun assign_groups on the same users")
     return out
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def evaluate(model, df: pd.DataFrame, batch_size: int, cached: tuple | None = None
@@ -170,7 +165,7 @@ def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "
     from pgrpo.reward_model import RewardModel, bradley_terry_loss, save_reward_model
 
     torch.manual_seed(cfg.seed)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     encoder, tokenizer = load_encoder(cfg.encoder)
     model = RewardModel(encoder, tokenizer, group_map, cfg.conditioning, cfg.max_length,
                         cfg.encoder, cfg.inputs).float().to(device)

@@ -39,6 +39,7 @@ from prefect.artifacts import (
 from pgrpo import paths
 from pgrpo.config import policy_config, read_params
 from pgrpo.hashing import file_sha256, path_sha256
+from pgrpo.report import markdown_table
 from pgrpo.pipeline import STAGES, run_stage  # the lead's runner: config, stage, MLflow
 from pgrpo.stage_code import ROOT as CODE_ROOT
 from pgrpo.stage_code import stage_code
@@ -203,8 +204,7 @@ class ProgressLogger:
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(v):
         return f"{v:.4f}" if isinstance(v, float) else ("–" if v is None else str(v))
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows])
+    return "\n".join(markdown_table(header, [[cell(v) for v in r] for r in rows]))
 
 
 def summarize(stage: str, metrics: dict, algorithm: str | None = None) -> str:

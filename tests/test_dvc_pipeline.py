@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pgrpo import NO_TELEMETRY
 from pgrpo.config import main as config_main, read_params, write_params
 from pgrpo.pipeline import STAGES, main, run_stage
 
@@ -29,9 +30,7 @@ CHILD_RUNS = {"prepare", "assign_groups", "train_reward", "train_policy-pgrpo",
 def _env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
-               DO_NOT_TRACK="1", MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **NO_TELEMETRY,
                MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@t")

@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                  MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1")
+from pgrpo import NO_TELEMETRY  # noqa: E402
+
+os.environ.update(NO_TELEMETRY)
 os.environ.setdefault("PREFECT_HOME", str(REPO / ".pytest_cache" / "prefect-home"))
 # The temporary server takes ~30 s to start on 2 idle cores, past Prefect's default
 # timeout when the machine is busy.
