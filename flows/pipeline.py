@@ -39,6 +39,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pgrpo.config import read_params
+from pgrpo.pipeline import check_params
 from tasks import stages
 
 # One definition per knob: the flow's signature (the UI form) and PipelineParams share it.
@@ -126,19 +127,6 @@ def effective_params_file(p: PipelineParams) -> tuple[str, bool]:
         f.write(f"# {p.params_file} with the flow's overrides (flows/pipeline.py)\n")
         yaml.safe_dump(effective, f, sort_keys=False)
     return tmp, True
-
-
-def check_params(params_file: str) -> list[str]:
-    """Validate every stage's config before any stage runs; returns the algorithms."""
-    from pgrpo.pipeline import stage_configs  # run_stage's own loading: one source of truth
-
-    algorithms = list(read_params(params_file).get("algorithms") or {})
-    if not algorithms:
-        raise ValueError(f"{params_file}: section `algorithms` is empty: nothing to train")
-    for stage in stages.STAGES:
-        for alg in (algorithms if stage == "train_policy" else [None]):
-            stage_configs(stage, Path(params_file), alg)
-    return algorithms
 
 
 # --------------------------------------------------------------------------- DVC

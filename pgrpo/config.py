@@ -20,6 +20,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+PROMPT_CENTRED = ("grpo", "pgrpo_scale")  # registered estimators that subtract the prompt's mean
+
+
 class PolicyConfig(Section):
     """P-GRPO / GRPO policy training (params.yaml section `policy`)."""
 
@@ -92,6 +95,11 @@ class PolicyConfig(Section):
     def _check(self) -> PolicyConfig:
         if self.warmup_steps >= self.steps * self.num_iterations:
             raise ValueError(f"warmup_steps={self.warmup_steps} must be < total optimizer steps")
+        # estimators that centre on the prompt's own completions learn nothing from one of them
+        if self.num_generations < 2 and self.advantage in PROMPT_CENTRED:
+            raise ValueError(f"num_generations=1 with advantage {self.advantage!r}: its per-prompt "
+                             "baseline needs at least 2 completions per prompt (every advantage "
+                             "would be 0); use num_generations >= 2, or advantage pgrpo")
         return self
 
 
@@ -150,13 +158,14 @@ def write_params(params: dict[str, Any], path: str | Path, header: str = "") -> 
 
 
 def load_section(path: str | Path, name: str, schema: type[Section],
-                 overrides: dict[str, Any] | None = None) -> Section:
-    """Validate section `name` of a params file (plus overrides) as `schema`."""
+                 overrides: dict[str, Any] | None = None, where: str | None = None) -> Section:
+    """Validate section `name` of a params file (plus overrides) as `schema`; errors name
+    `where` (default: the section)."""
     data = read_params(path).get(name) or {}
     try:
         return schema(**{**data, **(overrides or {})})
     except ValidationError as e:
-        raise ValueError(f"{path}, section '{name}':\n{e}") from None
+        raise ValueError(f"{path}, section '{where or name}':\n{e}") from None
 
 
 def policy_config(path: str | Path, algorithm: str | None = None,
@@ -176,7 +185,8 @@ def policy_config(path: str | Path, algorithm: str | None = None,
         unknown = sorted(set(extra) - set(PolicyConfig.model_fields))
         if unknown:
             raise ValueError(f"{path}, algorithms.{algorithm}: unknown keys {unknown}")
-    return load_section(path, "policy", PolicyConfig, {**extra, **(overrides or {})})
+    return load_section(path, "policy", PolicyConfig, {**extra, **(overrides or {})},
+                        where=f"policy + algorithms.{algorithm}" if algorithm else None)
 
 
 def add_config_args(parser: argparse.ArgumentParser, model: type[Section],

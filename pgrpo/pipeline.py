@@ -63,6 +63,7 @@ def run_stage(stage: str, params_file: str | Path = "params.yaml",
 
     params_file = Path(params_file)
     _check(stage, params_file, algorithm)
+    check_params(params_file)  # every section, not only this stage's: fail before any work
     track = load_section(params_file, "tracking", TrackingConfig)
     if loggers and stage != "train_policy":
         raise ValueError(f"loggers: only train_policy logs per step, not {stage!r}")
@@ -76,6 +77,41 @@ def run_stage(stage: str, params_file: str | Path = "params.yaml",
     with stage_run(stage, track, params=logged, algorithm=algorithm,
                    params_file=params_file) as run:
         return runner(cfg, algorithm, track if run else None, **where)
+
+
+# Top-level sections a pipeline params file may hold (`compare` is pgrpo.compare's).
+SECTIONS = ("prepare", "assign_groups", "reward", "policy", "algorithms", "evaluate", "tracking",
+            "compare")
+
+
+def check_params(params_file: str | Path) -> list[str]:
+    """Validate every stage's config (every algorithm's too) before any stage runs, so a typo
+    in `evaluate` fails `prepare` and not the evaluation after hours of training. Raises one
+    ValueError that lists every problem found; returns the algorithms."""
+    from pgrpo.mlflow_tracking import TrackingConfig
+
+    params_file = Path(params_file)
+    params = read_params(params_file)
+    problems = [f"unknown section {s!r} (sections: {', '.join(SECTIONS)})"
+                for s in params if s not in SECTIONS]
+    algorithms = list(params.get("algorithms") or {})
+    if not algorithms:
+        problems.append("section `algorithms` is empty: nothing to train")
+    for stage in STAGES:
+        for alg in (algorithms if stage == "train_policy" else [None]):
+            try:
+                stage_configs(stage, params_file, alg)
+            except ValueError as e:
+                problems.append(str(e).removeprefix(f"{params_file}, "))
+    try:
+        load_section(params_file, "tracking", TrackingConfig)
+    except ValueError as e:
+        problems.append(str(e).removeprefix(f"{params_file}, "))
+    problems = list(dict.fromkeys(problems))  # each section's error once, not once per stage
+    if problems:
+        raise ValueError(f"{params_file}: {len(problems)} problem(s), nothing was run:\n- "
+                         + "\n- ".join(problems))
+    return algorithms
 
 
 def stage_configs(stage: str, params_file: Path, algorithm: str | None) -> tuple[Any, dict]:

@@ -1,0 +1,42 @@
+"""Fault injection: a params file with several mistakes (issue 15).
+
+Every stage validates the whole file before any work, so `dvc repro` fails at `prepare`
+on a typo in `evaluate` (not after hours of training), with one message that lists every
+problem, and writes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pgrpo.config import read_params
+from pgrpo.pipeline import main, run_stage
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_problem_is_listed_at_once_before_any_stage_runs(tmp_path, monkeypatch, capsys):
+    params = read_params(REPO / "configs" / "smoke.yaml")
+    params["algorithms"]["pgrpo"]["lr"] = -1.0         # out of range
+    params["evaluate"]["samples_per_promt"] = 4        # misspelt key, in a later stage's section
+    params["algorithms"]["pgrpo"]["min_count"] = 0     # out of range
+    params["algorithms"]["grpo"]["num_generations"] = 1  # GRPO with G = 1 learns nothing
+    params["polcy"] = {"steps": 3}                     # misspelt section
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as e:
+        run_stage("prepare", path)
+    msg = str(e.value)
+    for needed in ("unknown section 'polcy'", "section 'policy + algorithms.pgrpo'", "lr",
+                   "section 'policy + algorithms.grpo'",
+                   "section 'evaluate'", "samples_per_promt", "min_count",
+                   "num_generations=1 with advantage 'grpo'", "nothing was run"):
+        assert needed in msg, (needed, msg)
+    assert not (tmp_path / "data").exists() and not (tmp_path / "mlflow.db").exists()
+    assert main(["prepare", "--params", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "problem(s)" in err and "Traceback" not in err
