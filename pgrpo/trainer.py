@@ -114,11 +114,11 @@ def fingerprint_changes(saved: dict, current: dict) -> list[str]:
         return ["no fingerprint (a checkpoint from before fingerprints)"]
     out = [f"{k}: {saved['config'].get(k)!r} -> {v!r}" for k, v in current["config"].items()
            if saved["config"].get(k) != v]
-    for part in sorted(set(saved) | set(current) - {"config"}):
-        if part != "config" and saved.get(part) != current.get(part):
-            keys = sorted(k for k in set(saved.get(part) or {}) | set(current.get(part) or {})
-                          if (saved.get(part) or {}).get(k) != (current.get(part) or {}).get(k))
-            out.append(f"{part} changed: {', '.join(keys) or part}")
+    for part in sorted((set(saved) | set(current)) - {"config"}):  # files, code: hash maps
+        old, new = saved.get(part) or {}, current.get(part) or {}
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if keys:
+            out.append(f"{part} changed: {', '.join(keys)}")
     return out
 
 
