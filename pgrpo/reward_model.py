@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgrpo.encoder import mean_pool
+from pgrpo.surface import SurfaceFeaturizer
 
 Conditioning = Literal["embedding", "heads"]
 # What the encoder reads: the (prompt, response) text pair, or the response alone. With the
@@ -54,7 +55,8 @@ class RewardModel(nn.Module):
 
     def __init__(self, encoder: nn.Module, tokenizer, group_map: dict[str, int],
                  conditioning: Conditioning = "heads", max_length: int = 256,
-                 encoder_name: str = "", inputs: Inputs = "prompt_response") -> None:
+                 encoder_name: str = "", inputs: Inputs = "prompt_response",
+                 surface: SurfaceFeaturizer | None = None) -> None:
         super().__init__()
         if sorted(group_map.values()) != list(range(len(group_map))):
             raise ValueError(f"group map indices must be 0..{len(group_map) - 1}: {group_map}")
@@ -63,17 +65,21 @@ class RewardModel(nn.Module):
         self.max_length, self.encoder_name = max_length, encoder_name
         if inputs not in ("prompt_response", "response"):
             raise ValueError(f"inputs must be 'prompt_response' or 'response', got {inputs!r}")
-        self.inputs = inputs
+        self.inputs, self.surface = inputs, surface
         hidden, n_groups = encoder.config.hidden_size, len(group_map)
+        # What the head reads: the pooled encoder states, plus the response's surface
+        # features (pgrpo.surface) when the model has them.
+        features = hidden + (surface.dim if surface is not None else 0)
         if conditioning == "heads":
-            self.head = nn.Linear(hidden, n_groups)
+            self.head = nn.Linear(features, n_groups)
         elif conditioning == "embedding":
             self.group_emb = nn.Embedding(n_groups, hidden)
             # Unit scale, so the group vector shifts the MLP's hidden pre-activations as much as
             # the sentence does and each group starts on its own hidden units; at std 1/sqrt(hidden)
             # the groups began nearly identical (MiniLM test data: 0.55 held-out after 2 epochs).
             nn.init.normal_(self.group_emb.weight, std=1.0)
-            self.head = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+            self.head = nn.Sequential(nn.Linear(features + hidden, hidden), nn.GELU(),
+                                      nn.Linear(hidden, 1))
         else:
             raise ValueError(f"conditioning must be 'heads' or 'embedding', got {conditioning!r}")
 
@@ -89,14 +95,17 @@ class RewardModel(nn.Module):
         return self.reward_from_pooled(self.pool(prompts, responses), group_ids)
 
     def pool(self, prompts: list[str], responses: list[str]) -> Tensor:
-        """Mean-pooled encoder states [B, hidden] of (prompt, response) pairs."""
+        """What the head reads [B, features]: mean-pooled encoder states (+ surface features)."""
         # Text-pair encoding: [CLS] prompt [SEP] response [SEP], segment ids tell them apart.
         # longest_first truncation trims whichever side is longer, so a long prompt
         # (a movie history) cannot push the response out entirely.
         pair = (list(responses),) if self.inputs == "response" else (list(prompts), list(responses))
         batch = self.tokenizer(*pair, padding=True, truncation="longest_first",
                                max_length=self.max_length, return_tensors="pt").to(self.device)
-        return mean_pool(self.encoder(**batch).last_hidden_state, batch["attention_mask"])
+        pooled = mean_pool(self.encoder(**batch).last_hidden_state, batch["attention_mask"])
+        if self.surface is None:
+            return pooled
+        return torch.cat([pooled, self.surface(responses).to(pooled)], dim=1)
 
     def reward_from_pooled(self, pooled: Tensor, group_ids: Tensor) -> Tensor:
         """The group-conditioned head over pooled states: rewards [B]."""
@@ -131,6 +140,7 @@ class RewardModel(nn.Module):
             "group_map": self.group_map,
             "max_length": self.max_length,
             "inputs": self.inputs,
+            "surface": self.surface.to_dict() if self.surface is not None else None,
         }
 
 
@@ -168,8 +178,10 @@ def load_reward_model(path: str | Path, device: str | torch.device | None = None
     # The architecture comes from the saved config, never from code in the folder.
     encoder = AutoModel.from_config(AutoConfig.for_model(enc_cfg.pop("model_type"), **enc_cfg))
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    surface = cfg.get("surface")
     model = RewardModel(encoder, tokenizer, cfg["group_map"], cfg["conditioning"],
-                        cfg["max_length"], cfg["encoder"], cfg.get("inputs", "prompt_response"))
+                        cfg["max_length"], cfg["encoder"], cfg.get("inputs", "prompt_response"),
+                        SurfaceFeaturizer.from_dict(tokenizer, surface) if surface else None)
     missing, unexpected = safetensors.torch.load_model(model, str(path / WEIGHTS), strict=False)
     if missing or unexpected:
         raise ValueError(f"{path / WEIGHTS} does not match {CONFIG}: missing {missing[:5]}, "

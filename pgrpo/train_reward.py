@@ -63,6 +63,11 @@ class RewardConfig(Section):
         "prompt_response", description="what the encoder reads: the (prompt, response) pair, or the "
         "response alone (the group carries the preference; no per-prompt level to drift)")
     freeze_encoder: bool = Field(True, description="train only the head (fast, weaker)")
+    surface_features: bool = Field(
+        True, description="the head also reads the response's token counts and length "
+        "(pgrpo.surface): what a pooled sentence embedding drops")
+    surface_min_count: int = Field(2, ge=1, description="surface features: a token enters the "
+                                   "vocabulary when this many distinct training responses use it")
     eval_batch_size: int = Field(64, ge=1, description="pairs per forward when scoring held-out pairs")
     policy_pairs: int = Field(
         0, ge=0, description="training prompts whose base-policy samples are compared and labelled "
@@ -163,12 +168,16 @@ def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "
 
     from pgrpo.encoder import load_encoder  # heavy imports once the inputs are known good
     from pgrpo.reward_model import RewardModel, bradley_terry_loss, save_reward_model
+    from pgrpo.surface import SurfaceFeaturizer
 
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     encoder, tokenizer = load_encoder(cfg.encoder)
+    # The surface vocabulary comes from the training responses only (held-out pairs unseen).
+    surface = (SurfaceFeaturizer.fit(tokenizer, [*train_df["chosen"], *train_df["rejected"]],
+                                     cfg.surface_min_count) if cfg.surface_features else None)
     model = RewardModel(encoder, tokenizer, group_map, cfg.conditioning, cfg.max_length,
-                        cfg.encoder, cfg.inputs).float().to(device)
+                        cfg.encoder, cfg.inputs, surface).float().to(device)
     model.encoder.requires_grad_(not cfg.freeze_encoder)
     head_params = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
     param_groups = [{"params": head_params, "lr": cfg.head_lr}]

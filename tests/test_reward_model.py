@@ -347,3 +347,47 @@ def test_response_only_inputs_ignore_the_prompt(tables, tmp_path):
     assert default.inputs == "prompt_response"
     assert not torch.allclose(default.score(["prompt one"] * 3, responses, gids),
                               default.score(["an entirely different prompt"] * 3, responses, gids))
+
+
+# --------------------------------------------------------------------------- surface features
+
+
+def test_surface_features_by_hand():
+    """Token counts (log1p) over the fitted vocabulary and one length bump per doubling."""
+    from pgrpo.encoder import load_encoder
+    from pgrpo.surface import LENGTH_CENTRES, SurfaceFeaturizer
+
+    _, tok = load_encoder("tiny-random-bert")
+    texts = ["jazz jazz rocks", "jazz 🎵 🎵", "rare words here"]
+    f = SurfaceFeaturizer.fit(tok, texts, min_count=2)
+    # Only 'jazz' is used by two distinct texts; emoji are the tokenizer's [UNK] (one text).
+    assert f.vocab == tok.convert_tokens_to_ids(["jazz"])
+    assert f.dim == 1 + len(LENGTH_CENTRES)
+    x = f(["jazz jazz jazz", "no match", ""])
+    assert x.shape == (3, f.dim)
+    assert x[:, 0].tolist() == pytest.approx([math.log(4), 0.0, 0.0])
+    # 3 tokens: the bumps at 2 and 4 tokens light up equally-ish, the one at 256 not at all.
+    bumps = x[0, 1:]
+    centre = [math.log(c) for c in LENGTH_CENTRES]
+    expected = [math.exp(-0.5 * ((math.log(3) - c) / math.log(2)) ** 2) for c in centre]
+    assert bumps.tolist() == pytest.approx(expected, rel=1e-5)
+    assert bumps.argmax().item() in (1, 2) and bumps[-1] < 1e-6
+    # An empty text counts as one token long (no log(0)), and no vocabulary token.
+    assert torch.isfinite(x[2]).all() and x[2, 0] == 0
+    with pytest.raises(ValueError, match="min_count"):
+        SurfaceFeaturizer.fit(tok, texts, min_count=0)
+
+
+def test_surface_features_survive_save_load_and_learn_length(tmp_path, tables):
+    """With surface features a frozen random encoder still separates short from long replies:
+    the head reads the length bumps and token counts, and the saved model scores the same."""
+    out = tmp_path / "surface"
+    metrics = train_reward(tiny_cfg(freeze_encoder=True, surface_features=True, epochs=20,
+                                    head_lr=5e-2), *tables, out)
+    model = load_reward_model(out, "cpu")
+    assert model.surface is not None and len(model.surface.vocab) > 0
+    check_heldout_accuracy(model, metrics, tables)
+    # Held-out topics never trained on: the surface carries the groups' opposite tastes.
+    assert metrics["eval_accuracy"] >= 0.9
+    config = json.loads((out / "config.json").read_text())
+    assert config["surface"]["vocab"] == model.surface.vocab

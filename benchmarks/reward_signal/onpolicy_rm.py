@@ -1,4 +1,6 @@
-"""Train a reward model on template pairs + pairs between base samples (out/base_train.jsonl), labelled by the judge with Bradley-Terry noise."""
+"""Train a reward model on template pairs + pairs between base samples (out/base_train.jsonl), labelled by the judge with Bradley-Terry noise.
+
+args: N_PROMPTS PAIRS_PER_PROMPT INPUTS OUT_DIR TEMPLATE(1|0) [surface]"""
 import json, sys, random, itertools, pandas as pd
 sys.path.insert(0,'.')
 from pgrpo.data.synthetic import prefer_first
@@ -6,6 +8,7 @@ from pgrpo.train_reward import RewardConfig, train_reward
 from pgrpo.io import read_table
 rows=[json.loads(l) for l in open('benchmarks/reward_signal/out/base_train.jsonl')]
 n_prompts=int(sys.argv[1]); pairs_per=int(sys.argv[2]); inputs=sys.argv[3]; out=sys.argv[4]; template=sys.argv[5]=='1'
+surface=len(sys.argv)>6 and sys.argv[6]=='surface'
 by={}
 for r in rows: by.setdefault(r['prompt_id'],[]).append(r)
 rng=random.Random(0); pids=sorted(by)[:n_prompts]
@@ -20,5 +23,5 @@ pairs=read_table('data/processed/pairs.parquet')
 df=pd.concat(([pairs] if template else [pairs[pairs.split=='eval']])+[pd.DataFrame(new)],ignore_index=True)
 df.to_parquet('benchmarks/reward_signal/out/pairs_mix.parquet')
 print('onpolicy pairs',len(new))
-m=train_reward(RewardConfig(encoder='minilm',epochs=4,batch_size=16,head_lr=0.003,max_length=128,freeze_encoder=True,inputs=inputs), 'benchmarks/reward_signal/out/pairs_mix.parquet','data/processed/groups.parquet',out)
+m=train_reward(RewardConfig(encoder='minilm',epochs=4,batch_size=16,head_lr=0.003,max_length=128,freeze_encoder=True,inputs=inputs,surface_features=surface), 'benchmarks/reward_signal/out/pairs_mix.parquet','data/processed/groups.parquet',out)
 print(m['eval_accuracy'])
