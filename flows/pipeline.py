@@ -39,7 +39,8 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pgrpo.config import read_params
-from pgrpo.pipeline import check_params
+from pgrpo.pipeline import PIPELINE_LOCK, check_params, lock_wait
+from pgrpo.run_lock import run_lock
 from tasks import stages
 
 # One definition per knob: the flow's signature (the UI form) and PipelineParams share it.
@@ -203,7 +204,10 @@ def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = N
         log.info("stages run on %s; %s", path, why)
         track = load_section(path, "tracking", TrackingConfig)
         results: dict[str, Any] = {}
-        with pipeline_run(track, path, p.run_name or f"prefect-{flow_run.get_name()}"):
+        # The whole flow holds the pipeline's lock: a `dvc repro` or a second flow in this
+        # workspace stops with the holder's name instead of interleaving its writes.
+        with run_lock(PIPELINE_LOCK, f"prefect flow run {flow_run.get_name()}", lock_wait()), \
+                pipeline_run(track, path, p.run_name or f"prefect-{flow_run.get_name()}"):
             plan = [("prepare", None), ("assign_groups", None), ("train_reward", None),
                     *(("train_policy", a) for a in algs), ("evaluate", None)]
             for stage, alg in plan:

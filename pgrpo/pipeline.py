@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +31,9 @@ from typing import Any
 
 from pgrpo import paths
 from pgrpo.config import PolicyConfig, load_section, policy_config, read_params
+from pgrpo.run_lock import RunLocked, lock_name, run_lock
+
+PIPELINE_LOCK = "pipeline"  # the lock of the pipeline's own outputs (a flow holds it throughout)
 
 STAGES = ("prepare", "assign_groups", "train_reward", "train_policy", "evaluate")
 
@@ -74,9 +78,27 @@ def run_stage(stage: str, params_file: str | Path = "params.yaml",
         raise ValueError(f"policy_root / reports_dir: not folders {stage!r} writes to")
     cfg, logged = stage_configs(stage, params_file, algorithm)
     runner = functools.partial(RUNNERS[stage], loggers=loggers) if loggers else RUNNERS[stage]
-    with stage_run(stage, track, params=logged, algorithm=algorithm,
-                   params_file=params_file) as run:
+    command = f"stage {stage}{'@' + algorithm if algorithm else ''} ({' '.join(sys.argv)})"
+    with run_lock(stage_lock(stage, algorithm, **where), command, lock_wait()), \
+            stage_run(stage, track, params=logged, algorithm=algorithm,
+                      params_file=params_file) as run:
         return runner(cfg, algorithm, track if run else None, **where)
+
+
+def stage_lock(stage: str, algorithm: str | None, policy_root: Path, reports_dir: Path) -> str:
+    """The lock a stage takes (pgrpo.run_lock): the pipeline's, or its own output folder's."""
+    if policy_root == paths.MODELS / "policy" and reports_dir == paths.REPORTS:
+        return PIPELINE_LOCK
+    return lock_name(policy_root / algorithm if stage == "train_policy" else reports_dir)
+
+
+def lock_wait() -> float:
+    """Seconds to wait for a held lock ($PGRPO_LOCK_WAIT, default 0: stop at once and say who)."""
+    raw = os.environ.get("PGRPO_LOCK_WAIT", "0")
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"PGRPO_LOCK_WAIT must be a number of seconds, got {raw!r}") from None
 
 
 # Top-level sections a pipeline params file may hold (`compare` is pgrpo.compare's).
@@ -270,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except RunLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     summary = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
     print(json.dumps({"stage": args.stage, "algorithm": args.algorithm, **summary}, default=str))
     return 0
