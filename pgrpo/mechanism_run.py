@@ -84,8 +84,8 @@ def log_to_mlflow(results: list[dict], cfg: MechanismConfig, params_file: Path,
     import mlflow
 
     from pgrpo.mechanism_report import cell_metrics
+    from pgrpo.mlflow_logger import MlflowLogger
     from pgrpo.mlflow_tracking import (
-        MlflowLogger,
         TrackingConfig,
         log_artifact_files,
         pipeline_run,
@@ -105,6 +105,7 @@ def log_to_mlflow(results: list[dict], cfg: MechanismConfig, params_file: Path,
                 m = cell_metrics(r)
                 logger.log_metrics({"final": m["final"], "auc": m["auc"], "final_mean": m["final_mean"],
                                     "auc_mean": m["auc_mean"], "seconds": r["seconds"]}, r["eval_steps"][-1])
+                logger.close()  # sent before the cell's run ends
         if report_dir is not None and report_dir.exists():
             log_artifact_files([report_dir], run_id=parent)
     return parent

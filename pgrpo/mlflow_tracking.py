@@ -2,7 +2,8 @@
 
 mlflow is imported inside the functions only, so this module (and TrackingConfig)
 imports on machines without it; the trainer never imports this module at all, it
-gets an MlflowLogger through its MetricLogger protocol. Models: pgrpo.mlflow_models.
+gets an MlflowLogger (pgrpo.mlflow_logger: sent in the background) through its
+MetricLogger protocol. Models: pgrpo.mlflow_models.
 
 Where runs go: `tracking.tracking_uri` in params, else $MLFLOW_TRACKING_URI, else
 sqlite:///mlflow.db in the working directory (the repo root for DVC and Prefect);
@@ -26,7 +27,8 @@ inside a Prefect flow run, and under `dvc repro` dvc.<path> = md5 of each data
 dependency; the DVC parent carries dvc.<path> of every out in dvc.lock. Outside DVC
 there are no dvc.* tags: dvc.lock would describe another run's data.
 
-    from pgrpo.mlflow_tracking import TrackingConfig, stage_run, MlflowLogger, log_metrics_flat
+    from pgrpo.mlflow_tracking import TrackingConfig, stage_run, log_metrics_flat
+    from pgrpo.mlflow_logger import MlflowLogger
     cfg = TrackingConfig()
     with stage_run("train_policy", cfg, params=policy_cfg.model_dump(), algorithm="pgrpo"):
         train_policy(policy_cfg, out, logger=MlflowLogger())     # train/reward/<group> per step
@@ -43,7 +45,6 @@ import math
 import os
 import re
 import socket
-import time
 import urllib.parse
 import warnings
 from collections.abc import Iterator, Mapping
@@ -98,15 +99,36 @@ class TrackingUnreachable(ConnectionError):
     """The tracking server does not answer: raised before any work, in one line."""
 
 
+def _server_address(uri: str) -> tuple[str, int] | None:
+    """(host, port) of an http(s) tracking URI; None for local stores (sqlite, file)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return None
+    return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def probe(uri: str, timeout: float = 2.0) -> bool:
+    """True if the tracking server accepts a connection (always True for local stores)."""
+    address = _server_address(uri)
+    if address is None:
+        return True
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast on an http(s) tracking URI nobody listens at (MLflow's own client retries
     for minutes first). Local stores (sqlite, file) need no server and pass."""
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
+    address = _server_address(uri)
+    if address is None:
         return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    parsed = urllib.parse.urlparse(uri)
+    port = address[1]
     try:
-        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+        socket.create_connection(address, timeout=timeout).close()
     except OSError as e:
         raise TrackingUnreachable(
             f"MLflow tracking server {uri} is unreachable ({e.strerror or e}). Start it "
@@ -330,56 +352,29 @@ def _active_run_id() -> str:
 
 # --------------------------------------------------------------------------- metrics and files
 
-class MlflowLogger:
-    """The trainer's MetricLogger: one log_batch per step, names like train/reward/<group>.
-
-    None and NaN values are dropped. A failing store after the start warns and drops
-    that step instead of killing a long training run (metrics.jsonl keeps everything).
-    """
-
-    def __init__(self, run_id: str | None = None):
-        import mlflow
-
-        self.client = mlflow.MlflowClient()
-        self.run_id = run_id or _active_run_id()
-        self.client.get_run(self.run_id)  # a wrong id fails here, not at step 1000
-        self.dropped_steps = 0
-
-    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, v, now, int(step)) for k, v in flatten_metrics(metrics).items()]
-        try:
-            for i in range(0, len(batch), 1000):  # MLflow's batch limit
-                self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
-        except Exception as e:  # noqa: BLE001 - any store failure: warn, keep training
-            self.dropped_steps += 1
-            warnings.warn(f"MLflow run {self.run_id}: step {step} not logged: {e}")
-
-    def close(self) -> None:
-        if self.dropped_steps:
-            warnings.warn(f"MLflow run {self.run_id}: {self.dropped_steps} steps were not logged; "
-                          "metrics.jsonl in the run folder has them all")
-
-
 def log_metrics_flat(metrics: Mapping[str, Any], prefix: str = "", step: int | None = None,
                      run_id: str | None = None) -> dict[str, float]:
     """Log a nested summary ({"casual": {"reward": 0.7}} -> <prefix>/casual/reward); returns it."""
+    from pgrpo.mlflow_logger import MlflowLogger
+
     flat = flatten_metrics(metrics, prefix)
     if flat:
-        MlflowLogger(run_id or _active_run_id()).log_metrics(flat, step or 0)
+        logger = MlflowLogger(run_id or _active_run_id())
+        logger.log_metrics(flat, step or 0)
+        logger.close()
     return flat
 
 
 def log_metrics_file(path: str | Path, run_id: str | None = None) -> int:
     """Log a metrics.jsonl (pgrpo.tracking.JsonlLogger) step by step; returns the row count."""
+    from pgrpo.mlflow_logger import MlflowLogger
     from pgrpo.tracking import read_metrics
 
     logger = MlflowLogger(run_id)
     rows = read_metrics(path)
     for row in rows:
         logger.log_metrics({k: v for k, v in row.items() if k != "step"}, row["step"])
+    logger.close()
     return len(rows)
 
 

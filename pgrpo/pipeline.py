@@ -210,7 +210,7 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
     out = policy_root / algorithm
     extra = list(loggers or [])
     if track:
-        from pgrpo.mlflow_tracking import MlflowLogger
+        from pgrpo.mlflow_logger import MlflowLogger
         extra.append(MlflowLogger())
     hooks = []
     if cfg.judge_every:

@@ -26,9 +26,10 @@ import yaml
 mlflow = pytest.importorskip("mlflow")
 
 from pgrpo.mlflow_tracking import (
-    PARENT_ENV, MlflowLogger, TrackingConfig, flatten_params, log_artifact_files, log_figure,
+    PARENT_ENV, TrackingConfig, flatten_params, log_artifact_files, log_figure,
     log_metrics_file, log_metrics_flat, pipeline_run, resolve_tracking_uri, stage_run,
 )
+from pgrpo.mlflow_logger import MlflowLogger
 from pgrpo.provenance import dvc_tags
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
@@ -210,15 +211,16 @@ def test_step_metrics_per_group_and_summaries(store, tmp_path):
     assert metrics["train/reward/jazz fans_old"] == 7.0 and "perf/none" not in metrics
     assert summary == {"eval/pgrpo/casual/reward": 0.7, "eval/pgrpo/formal/reward": 0.2}
     assert metrics["eval/pgrpo/formal/reward"] == 0.2 and not any(k.startswith("eval/note") for k in metrics)
-    # A wrong run id fails at once; a store failure later warns and drops the step.
+    # A wrong run id fails at once. A store that keeps failing never blocks log_metrics;
+    # close() retries until its deadline, then says how many steps did not reach MLflow.
     with pytest.raises(mlflow.exceptions.MlflowException):
         MlflowLogger(run_id="0" * 32)
-    logger = MlflowLogger(run.info.run_id)
+    logger = MlflowLogger(run.info.run_id, flush_timeout=2.0)
     store.delete_run(run.info.run_id)
-    with pytest.warns(UserWarning, match="step 9 not logged"):
-        logger.log_metrics({"x": 1.0}, 9)
-    with pytest.warns(UserWarning, match="1 steps were not logged"):
-        logger.close()
+    logger.log_metrics({"x": 1.0}, 9)
+    with pytest.warns(UserWarning, match="1 steps could not be sent"):
+        assert logger.close() is False
+    assert logger.failed_sends >= 1
 
 
 def test_artifacts_and_figure(store, tmp_path):
