@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.pipeline import ParamsFile, RunName
+from pgrpo import registry
 from pgrpo.compare import check_shared_outputs, load_compare
 from tasks import compare as tasks
 from tasks import stages
@@ -53,7 +54,7 @@ def compare(params_file: ParamsFile = "params.yaml", seeds: Seeds = None,
     log.info("comparing %s over seeds %s", names, seed_list)
     track = load_section(params_file, "tracking", TrackingConfig)
     with pipeline_run(track, params_file, run_name or f"prefect-{flow_run.get_name()}"):
-        for stage in ("prepare", "assign_groups", "train_reward"):
+        for stage in registry.before("train_policy"):  # the data and reward model, shared
             t = getattr(stages, stage)
             if not stages.cache_usable(stage, params_file):
                 t = t.with_options(refresh_cache=True)

@@ -38,6 +38,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pgrpo import registry
 from pgrpo.config import read_params
 from pgrpo.pipeline import PIPELINE_LOCK, check_params, lock_wait
 from pgrpo.run_lock import run_lock
@@ -208,9 +209,7 @@ def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = N
         # workspace stops with the holder's name instead of interleaving its writes.
         with run_lock(PIPELINE_LOCK, f"prefect flow run {flow_run.get_name()}", lock_wait()), \
                 pipeline_run(track, path, p.run_name or f"prefect-{flow_run.get_name()}"):
-            plan = [("prepare", None), ("assign_groups", None), ("train_reward", None),
-                    *(("train_policy", a) for a in algs), ("evaluate", None)]
-            for stage, alg in plan:
+            for stage, alg in registry.plan(algs):
                 t = getattr(stages, stage)
                 # Outputs deleted or rewritten since the cached run: run it again.
                 if p.refresh_cache or not stages.cache_usable(stage, path, alg):

@@ -124,12 +124,15 @@ def write_seed_params(params_file: str | Path, cfg: CompareConfig, seed: int) ->
 
 
 def check_shared_outputs() -> None:
-    needed = [paths.PROCESSED / n for n in ("prompts.parquet", "groups.parquet", "judge.parquet")]
-    missing = [str(p) for p in [*needed, paths.MODELS / "reward"] if not p.exists()]
+    """What training reads (pgrpo.registry) exists: the comparison trains on the pipeline's."""
+    from pgrpo import registry
+
+    missing = [p for p in registry.stage("train_policy").paths("inputs", "any") if not p.exists()]
     if missing:
+        last = max((registry.writer_of(p) for p in missing), key=registry.NAMES.index)
         raise FileNotFoundError(f"the comparison trains on the pipeline's data and reward model; "
-                                f"missing {missing}: run `dvc repro train_reward` (or the "
-                                "pgrpo-pipeline flow) first")
+                                f"missing {[str(p) for p in missing]}: run `dvc repro {last}` "
+                                "(or the pgrpo-pipeline flow) first")
 
 
 def train_seed(params_file: str | Path, cfg: CompareConfig, seed: int, algorithm: str,

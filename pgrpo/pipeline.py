@@ -29,22 +29,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pgrpo import paths
+from pgrpo import paths, registry
 from pgrpo.config import PolicyConfig, load_section, policy_config, read_params
 from pgrpo.run_lock import RunLocked, lock_name, run_lock
 
 PIPELINE_LOCK = "pipeline"  # the lock of the pipeline's own outputs (a flow holds it throughout)
 
-STAGES = ("prepare", "assign_groups", "train_reward", "train_policy", "evaluate")
+STAGES = registry.NAMES  # what each reads and writes: pgrpo.registry
 
 
 def _check(stage: str, params_file: Path, algorithm: str | None) -> None:
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    if stage == "train_policy" and not algorithm:
+    if registry.stage(stage).per_algorithm and not algorithm:
         raise ValueError("train_policy needs an algorithm (--algorithm NAME, a key of the "
                          f"`algorithms` section of {params_file})")
-    if stage != "train_policy" and algorithm:
+    if not registry.stage(stage).per_algorithm and algorithm:
         raise ValueError(f"--algorithm applies to train_policy only, not to {stage!r} "
                          "(evaluate evaluates every algorithm listed in the params file)")
     if not params_file.is_file():

@@ -36,7 +36,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from pgrpo import paths
+from pgrpo import paths, registry
 from pgrpo.config import policy_config, read_params
 from pgrpo.hashing import file_sha256, path_sha256
 from pgrpo.report import markdown_table
@@ -44,12 +44,6 @@ from pgrpo.pipeline import STAGES, run_stage  # the lead's runner: config, stage
 from pgrpo.stage_code import ROOT as CODE_ROOT
 from pgrpo.stage_code import stage_code
 
-# params.yaml sections each stage reads (contract.md); "algorithms.<alg>" = that entry.
-SECTIONS = {"prepare": ["prepare"], "assign_groups": ["assign_groups"],
-            # reward.policy_pairs samples policy.model, labelled with prepare.bt_temperature
-            "train_reward": ["reward", "policy", "prepare"],
-            "train_policy": ["policy", "algorithms.{algorithm}"],
-            "evaluate": ["evaluate", "policy", "algorithms"]}
 NOT_TRANSIENT = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError,
                  NotImplementedError, ImportError)
 
@@ -57,10 +51,10 @@ NOT_TRANSIENT = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError
 # --------------------------------------------------------------------------- cache key
 
 def stage_params(stage: str, params_file: str | Path, algorithm: str | None = None) -> dict:
+    """The params entries the stage reads (pgrpo.registry: as dvc.yaml's `params`)."""
     params = read_params(params_file)
     out = {}
-    for name in SECTIONS[stage]:
-        name = name.format(algorithm=algorithm)
+    for name in registry.stage(stage).params_of(algorithm):
         section, _, entry = name.partition(".")
         value = params.get(section)
         out[name] = (value or {}).get(entry) if entry else value
@@ -68,40 +62,22 @@ def stage_params(stage: str, params_file: str | Path, algorithm: str | None = No
 
 
 def stage_inputs(stage: str, params_file: str | Path, algorithm: str | None = None) -> list[Path]:
-    """The files a stage reads, besides its params (mirrors the deps of dvc.yaml)."""
-    P = paths.PROCESSED
+    """The files a stage reads besides its params: the registry's inputs (dvc.yaml's data
+    deps), plus those its params name (prepare.path; a policy's model, prompts, groups and
+    reward when they point elsewhere; built-in names are no paths)."""
+    named: list = []
     if stage == "prepare":
-        src = (read_params(params_file).get("prepare") or {}).get("path")
-        return [Path(src)] if src else []
-    if stage == "assign_groups":
-        return [P / "users.parquet", P / "pairs.parquet"]
-    if stage == "train_reward":
-        return [P / "pairs.parquet", P / "groups.parquet", P / "prompts.parquet", P / "judge.parquet"]
-    if stage == "train_policy":
+        named = [(read_params(params_file).get("prepare") or {}).get("path")]
+    elif stage == "train_policy":
         cfg = policy_config(params_file, algorithm)
-        named = [cfg.model, cfg.prompts, cfg.groups, cfg.reward]  # built-in names are no paths
-        return [Path(p) for p in named if p and Path(p).exists()]
-    if stage == "evaluate":
-        algs = list(read_params(params_file).get("algorithms") or {})
-        return [P / "prompts.parquet", P / "judge.parquet", P / "groups.parquet",
-                paths.MODELS / "reward",
-                *(paths.policy_dir(a) / n for a in algs for n in ("model", "metrics.jsonl"))]
-    raise ValueError(f"unknown stage {stage!r}; stages: {STAGES}")
+        named = [cfg.model, cfg.prompts, cfg.groups, cfg.reward]
+    listed = registry.stage(stage).paths("inputs", algorithm)
+    return list(dict.fromkeys([*listed, *(Path(p) for p in named if p and Path(p).exists())]))
 
 
 def stage_outputs(stage: str, params_file: str | Path, algorithm: str | None = None) -> list[Path]:
-    """What a stage writes (train_policy: without its checkpoints), as far as the cache cares."""
-    if stage == "prepare":
-        from pgrpo.prepare import OUTPUTS
-        return [paths.PROCESSED / n for n in OUTPUTS]
-    if stage == "assign_groups":
-        return [paths.PROCESSED / "groups.parquet", paths.PROCESSED / "groups_metrics.json"]
-    if stage == "train_reward":
-        return [paths.MODELS / "reward"]
-    if stage == "train_policy":
-        return [paths.policy_dir(algorithm) / "model", paths.policy_dir(algorithm) / "metrics.jsonl"]
-    from pgrpo.evaluate import OUTPUTS
-    return [paths.REPORTS / n for n in OUTPUTS]
+    """What a stage writes, checkpoints aside (pgrpo.registry)."""
+    return registry.stage(stage).paths("outputs", algorithm)
 
 
 def outputs_missing(stage: str, params_file: str | Path, algorithm: str | None = None) -> bool:
@@ -264,7 +240,7 @@ def _artifacts(stage: str, metrics: dict, algorithm: str | None = None) -> None:
     if not in_prefect_run():
         return
     create_markdown_artifact(summarize(stage, metrics, algorithm), key=artifact_key(stage, algorithm),
-                             description=f"what {stage} produced")
+                             description=f"{stage}: {registry.stage(stage).summary}")
     if stage == "evaluate":
         create_table_artifact(reward_table(metrics), key="pgrpo-group-rewards",
                               description="per-group reward of every policy (evaluate)")
