@@ -39,7 +39,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pgrpo import registry
-from pgrpo.config import read_params
+from pgrpo.config import merge_params, parse_sets, read_params
 from pgrpo.pipeline import PIPELINE_LOCK, check_params, lock_wait
 from pgrpo.run_lock import run_lock
 from tasks import stages
@@ -66,6 +66,9 @@ Seed = Annotated[int | None, Field(ge=0, description=(
     "run is judged on the same draw); empty = the params file's"))]
 RefreshCache = Annotated[bool, Field(description=(
     "run every stage even if its params and input files are unchanged since a cached run"))]
+Overrides = Annotated[list[str] | None, Field(description=(
+    "any other param as SECTION.KEY=VALUE, e.g. policy.beta=0.04 (as --set on the CLI); "
+    "applied after the knobs above"))]
 RunName = Annotated[str | None, Field(description=(
     "name of the MLflow parent run; empty = prefect-<flow run name>"))]
 
@@ -82,6 +85,7 @@ class PipelineParams(BaseModel):
     group_method: GroupMethod = None
     seed: Seed = None
     refresh_cache: RefreshCache = False
+    overrides: Overrides = None
     run_name: RunName = None
 
     def effective(self) -> dict[str, Any]:
@@ -109,14 +113,16 @@ class PipelineParams(BaseModel):
                 raise ValueError(f"estimators {unknown} are not registered; registered: "
                                  f"{sorted(ADVANTAGE_ESTIMATORS)}")
             out["algorithms"] = {e: {"advantage": e} for e in dict.fromkeys(self.estimators)}
-        sets = {"policy.steps": self.steps, "policy.lr": self.lr,
-                "assign_groups.method": self.group_method,
-                **{f"{s}.seed": self.seed for s in ("prepare", "assign_groups", "reward", "policy")}}
-        for dotted, value in sets.items():
+        knobs = {"policy.steps": self.steps, "policy.lr": self.lr,
+                 "assign_groups.method": self.group_method,
+                 **{f"{s}.seed": self.seed for s in ("prepare", "assign_groups", "reward", "policy")}}
+        overlay = parse_sets([])
+        for dotted, value in knobs.items():
             if value is not None:
                 section, key = dotted.split(".")
-                out[section] = {**(out.get(section) or {}), key: value}
-        return out
+                overlay.setdefault(section, {})[key] = value
+        out = merge_params(out, overlay, where="the flow's knobs")
+        return merge_params(out, parse_sets(self.overrides or []), where="overrides")
 
 
 def effective_params_file(p: PipelineParams) -> tuple[str, bool]:
@@ -176,7 +182,7 @@ def dvc_commit(stage: str, algorithm: str | None, names: set[str]) -> str | None
 def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = None,
              estimators: Estimators = None, steps: Steps = None, lr: LearningRate = None, group_method: GroupMethod = None,
              seed: Seed = None, refresh_cache: RefreshCache = False,
-             run_name: RunName = None) -> dict[str, Any]:
+             overrides: Overrides = None, run_name: RunName = None) -> dict[str, Any]:
     """P-GRPO pipeline: prepare, assign_groups, train_reward, train_policy per algorithm, evaluate.
 
     Knobs left empty keep the params file's values. With any override the stages run
@@ -192,7 +198,7 @@ def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = N
     p = PipelineParams(params_file=params_file, algorithms=algorithms, estimators=estimators,
                        steps=steps, lr=lr,
                        group_method=group_method, seed=seed, refresh_cache=refresh_cache,
-                       run_name=run_name)
+                       overrides=overrides, run_name=run_name)
     path, overridden = effective_params_file(p)
     try:
         algs = check_params(path)
@@ -238,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, field in PipelineParams.model_fields.items():
         if field.annotation is bool:
             parser.add_argument(f"--{name}", action="store_true", help=field.description)
+            continue
+        if name == "overrides":  # --set KEY=VALUE, repeatable, as every other CLI
+            parser.add_argument("--set", dest="overrides", action="append", default=None,
+                                metavar="KEY=VALUE", help=field.description)
             continue
         kind = {"algorithms": lambda s: s.split(","), "estimators": lambda s: s.split(","),
                 "params_file": str, "run_name": str}.get(name)

@@ -39,7 +39,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from pgrpo import paths
-from pgrpo.config import PolicyConfig, Section, read_params
+from pgrpo.config import PolicyConfig, Section, params_with_sets, read_params
 from pgrpo.io import atomic_outputs, write_json
 
 COMPARE_MODELS = paths.MODELS / "compare"
@@ -266,18 +266,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="only rebuild the summary from reports/compare/seed*/metrics.json")
     parser.add_argument("--from-dvc-exps", default=None,
                         help="comma-separated DVC experiment names: summarize their metrics")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one param, e.g. --set policy.steps=40 (repeatable)")
     args = parser.parse_args(argv)
     try:
-        cfg = load_compare(args.params,
-                           [int(s) for s in args.seeds.split(",")] if args.seeds else None,
-                           args.algorithms.split(",") if args.algorithms else None)
-        if args.from_dvc_exps:
-            summary = write_summary(read_dvc_experiments(args.from_dvc_exps.split(",")), cfg,
-                                    curves_from_seeds=False)
-        elif args.summarize_only:
-            summary = write_summary(read_seed_metrics(cfg), cfg)
-        else:
-            summary = run_comparison(args.params, cfg)
+        with params_with_sets(args.params, args.sets) as params_file:
+            cfg = load_compare(params_file,
+                               [int(s) for s in args.seeds.split(",")] if args.seeds else None,
+                               args.algorithms.split(",") if args.algorithms else None)
+            if args.from_dvc_exps:
+                summary = write_summary(read_dvc_experiments(args.from_dvc_exps.split(",")), cfg,
+                                        curves_from_seeds=False)
+            elif args.summarize_only:
+                summary = write_summary(read_seed_metrics(cfg), cfg)
+            else:
+                summary = run_comparison(params_file, cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@
     python -m pgrpo.pipeline train_reward                  # section reward
     python -m pgrpo.pipeline train_policy --algorithm pgrpo   # policy + algorithms.pgrpo
     python -m pgrpo.pipeline evaluate --params configs/smoke.yaml
+    python -m pgrpo.pipeline train_policy --algorithm grpo --set policy.lr=1e-5   # not for DVC
     dvc repro                                              # all of them, in order (dvc.yaml)
 
     from pgrpo.pipeline import run_stage                   # Prefect tasks call the same
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pgrpo import paths, registry
-from pgrpo.config import PolicyConfig, load_section, policy_config, read_params
+from pgrpo.config import PolicyConfig, load_section, params_with_sets, policy_config, read_params
 from pgrpo.run_lock import RunLocked, lock_name, run_lock
 
 PIPELINE_LOCK = "pipeline"  # the lock of the pipeline's own outputs (a flow holds it throughout)
@@ -284,9 +285,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algorithm", default=None,
                         help="train_policy: a key of the params file's `algorithms` section")
     parser.add_argument("--params", default="params.yaml", help="params file")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one param, e.g. --set policy.lr=1e-5 (repeatable; the "
+                        "params file is not changed, so DVC does not record the result)")
     args = parser.parse_args(argv)
+    label = f"{args.params} with --set {' '.join(args.sets)}" if args.sets else args.params
     try:
-        result = run_stage(args.stage, args.params, args.algorithm)
+        with params_with_sets(args.params, args.sets) as params_file:
+            try:
+                result = run_stage(args.stage, params_file, args.algorithm)
+            except (ValueError, FileNotFoundError, ConnectionError) as e:
+                # name the user's file, not the temporary copy the overrides went into
+                raise type(e)(str(e).replace(str(params_file), label)) from None
     except (ValueError, FileNotFoundError, ConnectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -201,6 +201,8 @@ def test_comparison_needs_the_shared_stages_first(tmp_path, monkeypatch, capsys)
     Path("params.yaml").write_text(yaml.safe_dump({"policy": {"steps": 1}}))
     assert main([]) == 1
     assert "dvc repro train_reward" in capsys.readouterr().err
+    assert main(["--set", "polcy.steps=2"]) == 1
+    assert "unknown section 'polcy'" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # ~60 s on 2 cores: ~30 s of it starting the temporary Prefect server

@@ -25,6 +25,31 @@ def test_unknown_params_key_is_an_error_naming_it(tmp_path):
     assert load_section(p, "policy", PolicyConfig, {"lr": 1e-4}).steps == 7
 
 
+def test_set_overrides_parse_merge_and_name_what_is_wrong(tmp_path):
+    from pgrpo.config import load_params, params_with_sets, parse_sets
+
+    assert parse_sets(["policy.lr=1e-5", "policy.steps=3", "compare.seeds=[0, 1]",
+                       "algorithms.x.half_life=null", "policy.system_prompt=Be brief."]) == {
+        "policy": {"lr": 1e-5, "steps": 3, "system_prompt": "Be brief."},
+        "compare": {"seeds": [0, 1]}, "algorithms": {"x": {"half_life": None}}}
+    for bad, message in [("policy.lr", "SECTION.KEY=VALUE"), ("lr=1", "SECTION.KEY=VALUE"),
+                         ("policy..lr=1", "SECTION.KEY=VALUE"), ("policy.lr=[1", "not valid YAML")]:
+        with pytest.raises(ValueError, match=message):
+            parse_sets([bad])
+    with pytest.raises(ValueError, match="inside a value"):
+        parse_sets(["policy.lr=1", "policy.lr.x=2"])
+    p = tmp_path / "params.yaml"
+    p.write_text("policy:\n  steps: 3\n  lr: 0.1\n")
+    assert load_params(p, ["policy.lr=0.2"]) == {"policy": {"steps": 3, "lr": 0.2}}
+    with pytest.raises(ValueError, match="--set: unknown section 'polcy'"):
+        load_params(p, ["polcy.lr=0.2"])
+    with params_with_sets(p) as same:
+        assert same == p
+    with params_with_sets(p, ["policy.steps=9"]) as tmp:
+        assert load_section(tmp, "policy", PolicyConfig).steps == 9
+    assert not tmp.exists() and "steps: 3" in p.read_text()  # the file itself never changes
+
+
 def test_params_yaml_in_repo_is_valid():
     from tests.conftest import REPO
 

@@ -96,6 +96,14 @@ def test_cli_reports_errors(tmp_path, capsys):
     assert "algorithm 'ppo' is not under `algorithms`" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: not a stage
         main(["bogus"])
+    # --set: a misspelt key is named, with every other problem, before anything runs
+    assert main(["prepare", "--params", str(params), "--set", "prepare.n_user=5",
+                 "--set", "policy.lr=-1"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {params} with --set prepare.n_user=5 policy.lr=-1:" in err, err
+    assert "n_user" in err and "Extra inputs" in err and "greater than 0" in err
+    assert main(["prepare", "--params", str(params), "--set", "prepar.seed=1"]) == 1
+    assert "unknown section 'prepar'" in capsys.readouterr().err
 
 
 # every pipeline preset (the mechanism experiment's configs are another experiment's)

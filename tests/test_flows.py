@@ -196,6 +196,15 @@ def test_overrides_go_to_an_effective_params_file_never_to_params_yaml(tiny_repo
         Path(path).unlink()
     assert yaml.safe_load(Path("params.yaml").read_text()) == TINY
 
+    # Any other param through `overrides` (the CLI's --set), after the knobs.
+    eff = PipelineParams(steps=3, overrides=["policy.beta=4e-2", "policy.steps=5",
+                                             "algorithms.grpo.scale=batch"]).effective()
+    assert (eff["policy"]["beta"], eff["policy"]["steps"]) == (0.04, 5)
+    assert eff["algorithms"]["grpo"] == {"advantage": "grpo", "scale": "batch"}
+    with pytest.raises(ValueError, match="unknown section 'polcy'"):
+        PipelineParams(overrides=["polcy.lr=1"]).effective()
+    with pytest.raises(ValueError, match="expected SECTION.KEY=VALUE"):
+        PipelineParams(overrides=["lr=1"]).effective()
     with pytest.raises(ValueError, match=r"\['dpo'\].*listed: \['grpo', 'pgrpo'\]"):
         PipelineParams(algorithms=["dpo"]).effective()
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
