@@ -128,11 +128,27 @@ def check_params(params_file: str | Path) -> list[str]:
         load_section(params_file, "tracking", TrackingConfig)
     except ValueError as e:
         problems.append(str(e).removeprefix(f"{params_file}, "))
+    problems += _prompt_table_problems(params_file, algorithms)
     problems = list(dict.fromkeys(problems))  # each section's error once, not once per stage
     if problems:
         raise ValueError(f"{params_file}: {len(problems)} problem(s), nothing was run:\n- "
                          + "\n- ".join(problems))
     return algorithms
+
+
+def _prompt_table_problems(params_file: Path, algorithms: list[str]) -> list[str]:
+    """Each algorithm's prompt table has the columns its reward reads (once it exists)."""
+    from pgrpo.prompts import prompt_table_problems
+
+    out = []
+    for alg in algorithms:
+        try:
+            cfg = policy_config(params_file, alg)
+        except ValueError:
+            continue  # already listed
+        reward = cfg.reward if not Path(cfg.reward).is_dir() else "reward model"
+        out += prompt_table_problems(cfg.prompts, reward, cfg.groups)
+    return [f"policy.prompts: {p}" for p in dict.fromkeys(out)]
 
 
 def stage_configs(stage: str, params_file: Path, algorithm: str | None) -> tuple[Any, dict]:

@@ -115,6 +115,31 @@ def from_records(rows: list[dict], group_order: list[str] | None = None) -> Prom
     )
 
 
+# Metadata columns each reward reads per sample (learned reward models read none).
+REWARD_COLUMNS = {"judge": ["user_id"], "length": ["target_words"],
+                  "movielens_rule": ["heldout_titles", "liked_genres"]}
+
+
+def prompt_table_problems(source: str, reward: str, groups: str | Path | None) -> list[str]:
+    """What a prompt table lacks for this reward and group source (columns only, no rows read
+    beyond what the format needs); [] for 'builtin' or a file that does not exist yet."""
+    path = Path(source)
+    if source == "builtin" or not path.is_file():
+        return []
+    from pgrpo.io import read_table
+
+    columns = set(read_table(path).columns)
+    needed = ["prompt", *REWARD_COLUMNS.get(reward, [])]
+    needed.append("user_id" if groups is not None else "group")
+    missing = [c for c in dict.fromkeys(needed) if c not in columns]
+    if not missing:
+        return []
+    why = (f"reward {reward!r} reads {REWARD_COLUMNS[reward]}; " if reward in REWARD_COLUMNS else "")
+    return [f"prompt table {path} lacks columns {missing} ({why}groups come from "
+            f"{'user_id joined with ' + str(groups) if groups is not None else 'its group column'};"
+            f" it has {sorted(columns)})"]
+
+
 def load_prompts(source: str, seed: int = 0, groups: str | Path | None = None,
                  split: str | None = None) -> PromptSet:
     """Load prompts from 'builtin' or a .jsonl / .csv / .parquet table (see module docstring)."""

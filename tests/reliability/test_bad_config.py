@@ -40,3 +40,27 @@ def test_every_problem_is_listed_at_once_before_any_stage_runs(tmp_path, monkeyp
     assert main(["prepare", "--params", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "problem(s)" in err and "Traceback" not in err
+
+
+def test_wrong_types_and_a_prompt_table_without_the_reward_s_columns(tmp_path, monkeypatch):
+    """A string where a number belongs, and prompts that lack the judge's user_id column:
+    both named before any work (the table is checked once it exists)."""
+    table = tmp_path / "prompts.csv"
+    table.write_text("prompt,group\nrecommend a song,casual\n")
+    params = read_params(REPO / "configs" / "smoke.yaml")
+    params["policy"].update(steps="ten", prompts=str(table), groups=None, reward="judge")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as e:
+        run_stage("train_policy", path, algorithm="grpo")
+    msg = str(e.value)
+    assert "steps" in msg and "valid integer" in msg, msg
+    params["policy"]["steps"] = 3
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError) as e:
+        run_stage("train_policy", path, algorithm="grpo")
+    msg = str(e.value)
+    assert f"prompt table {table} lacks columns ['user_id']" in msg, msg
+    assert "reward 'judge' reads ['user_id']" in msg and msg.count("lacks columns") == 1
+    assert not (tmp_path / "models").exists()
