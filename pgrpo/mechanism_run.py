@@ -26,9 +26,9 @@ from pgrpo.mechanism import (
     calibrate,
     cells,
     load_config,
-    pretrain,
     run_cell,
 )
+from pgrpo.mechanism_world import pretrain
 
 
 def _worker_init() -> None:
