@@ -31,7 +31,8 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
     import torch
 
     from pgrpo.config import policy_config
-    from pgrpo.evaluate import EvalConfig, eval_prompts, run_policy
+    from pgrpo.evaluate import EvalConfig, eval_prompts
+    from pgrpo.policy_measures import run_policy
     from pgrpo.judge_curve import SEED, JudgeCurve
     from pgrpo.models import load_policy
     from pgrpo.trainer import train_policy

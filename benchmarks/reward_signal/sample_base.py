@@ -2,7 +2,8 @@
 import json, sys, time, torch
 sys.path.insert(0, '.')
 from pathlib import Path
-from pgrpo.evaluate import EvalConfig, eval_prompts, run_policy
+from pgrpo.evaluate import EvalConfig, eval_prompts
+from pgrpo.policy_measures import run_policy
 from pgrpo.config import PolicyConfig
 from pgrpo.models import load_policy
 from pgrpo.judge import judge_scores
