@@ -13,6 +13,6 @@ core=$(.venv/bin/python -c "import pydantic_core; print(pydantic_core.__version_
 .venv/bin/pip download -q "pydantic_core==$core" --python-version "${GPU_PYTHON:-3.12}" \
     --only-binary=:all: --platform manylinux_2_17_x86_64 --no-deps -d .gpu_vendor/wheels
 .venv/bin/python -m zipfile -e .gpu_vendor/wheels/pydantic_core-*.whl .gpu_vendor/site
-model=$(.venv/bin/python -c "from pgrpo.models import resolve_model; print(resolve_model('smollm2-135m-instruct'))")
+model=$(.venv/bin/python -c "from pgrpo.core.models import resolve_model; print(resolve_model('smollm2-135m-instruct'))")
 cp "$model"/*.json "$model"/*.jinja .gpu_vendor/smollm2-config/
 du -sh .gpu_vendor

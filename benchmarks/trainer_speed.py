@@ -31,9 +31,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from pgrpo.advantages import GroupRewardStats, grpo_advantages, pgrpo_advantages  # noqa: E402
-from pgrpo.config import PolicyConfig  # noqa: E402
-from pgrpo.trainer import Trainer  # noqa: E402
+from pgrpo.core.advantages import GroupRewardStats, grpo_advantages, pgrpo_advantages  # noqa: E402
+from pgrpo.core.config import PolicyConfig  # noqa: E402
+from pgrpo.core.trainer import Trainer  # noqa: E402
 
 
 def time_call(fn, repeats: int = 50) -> float:

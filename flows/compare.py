@@ -45,8 +45,8 @@ def compare(params_file: ParamsFile = "params.yaml", seeds: Seeds = None,
     """
     from prefect.runtime import flow_run
 
-    from pgrpo.config import load_section
-    from pgrpo.mlflow_tracking import TrackingConfig, pipeline_run
+    from pgrpo.core.config import load_section
+    from pgrpo.tracking.mlflow_tracking import TrackingConfig, pipeline_run
 
     log = get_run_logger()
     cfg = load_compare(params_file, seeds, algorithms)  # errors before anything runs

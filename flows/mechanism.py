@@ -1,4 +1,4 @@
-"""The Prefect flow `pgrpo-mechanism`: issue 13's mechanism experiment (pgrpo/mechanism.py).
+"""The Prefect flow `pgrpo-mechanism`: issue 13's mechanism experiment (pgrpo/stages/mechanism.py).
 
     python -m flows.mechanism                          # the full grid (configs/mechanism.yaml)
     python -m flows.mechanism --preset ci              # ~2 minutes
@@ -62,7 +62,7 @@ def mechanism(preset: Preset = "full", seeds: Seeds = None, tilts: Tilts = None,
         workers: parallel processes; empty = the preset's
         tracking: one MLflow run per cell; empty = the preset's
     """
-    from pgrpo.mechanism import load_config
+    from pgrpo.stages.mechanism import load_config
 
     log = get_run_logger()
     given = {"seeds": seeds, "tilts": tilts, "conditions": conditions, "estimators": estimators,

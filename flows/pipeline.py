@@ -7,7 +7,7 @@
 
     prepare -> assign_groups -> train_reward -> train_policy (one per algorithm) -> evaluate
 
-The flow body runs inside one MLflow parent run (pgrpo.mlflow_tracking.pipeline_run);
+The flow body runs inside one MLflow parent run (pgrpo.tracking.mlflow_tracking.pipeline_run);
 every task's run_stage attaches its child run to it.
 
 DVC and Prefect never disagree:
@@ -39,7 +39,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pgrpo import registry
-from pgrpo.config import merge_params, parse_sets, read_params
+from pgrpo.core.config import merge_params, parse_sets, read_params
 from pgrpo.pipeline import PIPELINE_LOCK, check_params, lock_wait
 from pgrpo.run_lock import run_lock
 from tasks import stages
@@ -51,7 +51,7 @@ Algorithms = Annotated[list[str] | None, Field(min_length=1, description=(
     "algorithms to train and evaluate: keys of the params file's `algorithms` section; "
     "empty = all of them"))]
 Estimators = Annotated[list[str] | None, Field(min_length=1, description=(
-    "advantage estimators registered in pgrpo.advantages (grpo, pgrpo, pgrpo_scale, ...) to "
+    "advantage estimators registered in pgrpo.core.advantages (grpo, pgrpo, pgrpo_scale, ...) to "
     "train, each as an algorithm of its own name in place of the `algorithms` section; "
     "empty = the params file's algorithms"))]
 Steps = Annotated[int | None, Field(ge=1, description=(
@@ -104,7 +104,7 @@ class PipelineParams(BaseModel):
                                  f"(listed: {sorted(known)})")
             out["algorithms"] = {a: known[a] for a in dict.fromkeys(self.algorithms)}
         if self.estimators is not None:
-            from pgrpo.advantages import ADVANTAGE_ESTIMATORS
+            from pgrpo.core.advantages import ADVANTAGE_ESTIMATORS
 
             if self.algorithms is not None:
                 raise ValueError("give algorithms or estimators, not both")
@@ -191,8 +191,8 @@ def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = N
     """
     from prefect.runtime import flow_run
 
-    from pgrpo.config import load_section
-    from pgrpo.mlflow_tracking import TrackingConfig, pipeline_run
+    from pgrpo.core.config import load_section
+    from pgrpo.tracking.mlflow_tracking import TrackingConfig, pipeline_run
 
     log = get_run_logger()
     p = PipelineParams(params_file=params_file, algorithms=algorithms, estimators=estimators,

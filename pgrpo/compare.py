@@ -19,7 +19,7 @@ Then for every seed s: each algorithm of `compare.algorithms` is trained with
 policy.seed = s into models/compare/seed<s>/<algorithm>/ (its effective params file
 next to it), and evaluated with the evaluate section as it stands (same held-out
 prompts and sampling seeds for every run) into reports/compare/seed<s>/. Last, the
-summary over seeds (pgrpo.compare_summary): reports/compare/summary.json, report.md
+summary over seeds (pgrpo.stages.compare_summary): reports/compare/summary.json, report.md
 and figures/. A finished training is not redone (train_policy resumes from its
 final checkpoint), so an interrupted comparison continues where it stopped.
 
@@ -38,9 +38,9 @@ from pathlib import Path
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from pgrpo import paths
-from pgrpo.config import PolicyConfig, Section, params_with_sets, read_params
-from pgrpo.io import atomic_outputs, write_json
+from pgrpo.core import paths
+from pgrpo.core.config import PolicyConfig, Section, params_with_sets, read_params
+from pgrpo.core.io import atomic_outputs, write_json
 
 COMPARE_MODELS = paths.MODELS / "compare"
 COMPARE_REPORTS = paths.REPORTS / "compare"
@@ -192,8 +192,8 @@ def write_summary(runs: dict[str, dict], cfg: CompareConfig,
                   reports_dir: Path = COMPARE_REPORTS, curves_from_seeds: bool = True) -> dict:
     """summary.json, report.md and the figures of OUTPUTS, all or nothing. The training
     curves are averaged from models/compare/seed*/ (curves_from_seeds), else left empty."""
-    from pgrpo.compare_summary import render_comparison, summarize_runs
-    from pgrpo.plots import plot_differences, plot_final_rewards, plot_group_rewards
+    from pgrpo.stages.compare_summary import render_comparison, summarize_runs
+    from pgrpo.stages.plots import plot_differences, plot_final_rewards, plot_group_rewards
 
     summary = summarize_runs(runs, cfg.reference, cfg.method, cfg.ablation, cfg.level)
     sizes, pct = summary["groups"], round(cfg.level * 100)
@@ -219,7 +219,7 @@ def mean_curves(cfg: CompareConfig) -> dict[str, list[dict]]:
     """Per algorithm, metrics.jsonl-like rows averaged over the seeds that have them."""
     import numpy as np
 
-    from pgrpo.tracking import read_metrics
+    from pgrpo.core.metric_log import read_metrics
 
     out = {}
     for alg in cfg.algorithms:
@@ -243,8 +243,8 @@ def mean_curves(cfg: CompareConfig) -> dict[str, list[dict]]:
 def run_comparison(params_file: str | Path, cfg: CompareConfig) -> dict:
     """Train and evaluate every (seed, algorithm), then summarize: what flows/compare.py
     does as Prefect tasks, here in one process, under one MLflow parent run."""
-    from pgrpo.config import load_section
-    from pgrpo.mlflow_tracking import TrackingConfig, pipeline_run
+    from pgrpo.core.config import load_section
+    from pgrpo.tracking.mlflow_tracking import TrackingConfig, pipeline_run
 
     check_shared_outputs()
     track = load_section(params_file, "tracking", TrackingConfig)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from pgrpo.mechanism import (
+from pgrpo.stages.mechanism import (
     CONFIG_DIR,
     PRESETS,
     MechanismConfig,
@@ -28,7 +28,7 @@ from pgrpo.mechanism import (
     load_config,
     run_cell,
 )
-from pgrpo.mechanism_world import pretrain
+from pgrpo.stages.mechanism_world import pretrain
 
 
 def _worker_init() -> None:
@@ -83,9 +83,9 @@ def log_to_mlflow(results: list[dict], cfg: MechanismConfig, params_file: Path,
     seed; judge curves per group as step metrics, final / AUC as metrics). Returns the parent."""
     import mlflow
 
-    from pgrpo.mechanism_report import cell_metrics
-    from pgrpo.mlflow_logger import MlflowLogger
-    from pgrpo.mlflow_tracking import (
+    from pgrpo.stages.mechanism_report import cell_metrics
+    from pgrpo.tracking.mlflow_logger import MlflowLogger
+    from pgrpo.tracking.mlflow_tracking import (
         TrackingConfig,
         log_artifact_files,
         pipeline_run,
@@ -116,7 +116,7 @@ def run_experiment(cfg: MechanismConfig, params_file: Path | None = None, log=pr
     """Grid -> summary -> report (-> MLflow when cfg.tracking). Returns the summary.
 
     report_only: run nothing, report the cells finished so far (an interrupted grid)."""
-    from pgrpo.mechanism_report import summarize, write_report
+    from pgrpo.stages.mechanism_report import summarize, write_report
 
     t0 = time.perf_counter()
     if report_only:

@@ -12,8 +12,8 @@
     metrics = run_stage("train_reward", "params.yaml")
 
 run_stage only loads the stage's config section, calls the stage function with the
-default paths of pgrpo.paths (relative to the working directory: the repo root) and
-records it as a child run of the pipeline's MLflow run (pgrpo.mlflow_tracking: section
+default paths of pgrpo.core.paths (relative to the working directory: the repo root) and
+records it as a child run of the pipeline's MLflow run (pgrpo.tracking.mlflow_tracking: section
 `tracking`; off, or mlflow missing, and nothing is recorded). The stage logic lives in
 the stage modules; nothing here repeats it. Returns the stage's metrics dict
 (train_policy: where the policy went, its last step and groups).
@@ -30,8 +30,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pgrpo import paths, registry
-from pgrpo.config import PolicyConfig, load_section, params_with_sets, policy_config, read_params
+from pgrpo import registry
+
+from pgrpo.core import paths
+from pgrpo.core.config import PolicyConfig, load_section, params_with_sets, policy_config, read_params
 from pgrpo.run_lock import RunLocked, lock_name, run_lock
 
 PIPELINE_LOCK = "pipeline"  # the lock of the pipeline's own outputs (a flow holds it throughout)
@@ -56,13 +58,13 @@ def run_stage(stage: str, params_file: str | Path = "params.yaml",
               reports_dir: str | Path | None = None) -> dict[str, Any]:
     """Run `stage` with its section of `params_file` (train_policy: for `algorithm`).
 
-    `loggers`: extra pgrpo.tracking.MetricLogger objects fed every training step
+    `loggers`: extra pgrpo.core.metric_log.MetricLogger objects fed every training step
     (train_policy only), e.g. a Prefect progress artifact.
     `policy_root` (train_policy, evaluate): where policies live, one folder per
     algorithm (default models/policy); `reports_dir` (evaluate): default reports/.
     pgrpo.compare uses them to keep its seeds apart from the pipeline's outputs.
     """
-    from pgrpo.mlflow_tracking import TrackingConfig, stage_run
+    from pgrpo.tracking.mlflow_tracking import TrackingConfig, stage_run
 
     params_file = Path(params_file)
     _check(stage, params_file, algorithm)
@@ -109,7 +111,7 @@ def check_params(params_file: str | Path) -> list[str]:
     """Validate every stage's config (every algorithm's too) before any stage runs, so a typo
     in `evaluate` fails `prepare` and not the evaluation after hours of training. Raises one
     ValueError that lists every problem found; returns the algorithms."""
-    from pgrpo.mlflow_tracking import TrackingConfig
+    from pgrpo.tracking.mlflow_tracking import TrackingConfig
 
     params_file = Path(params_file)
     params = read_params(params_file)
@@ -138,7 +140,7 @@ def check_params(params_file: str | Path) -> list[str]:
 
 def _prompt_table_problems(params_file: Path, algorithms: list[str]) -> list[str]:
     """Each algorithm's prompt table has the columns its reward reads (once it exists)."""
-    from pgrpo.prompts import prompt_table_problems
+    from pgrpo.core.prompts import prompt_table_problems
 
     out = []
     for alg in algorithms:
@@ -154,14 +156,14 @@ def _prompt_table_problems(params_file: Path, algorithms: list[str]) -> list[str
 def stage_configs(stage: str, params_file: Path, algorithm: str | None) -> tuple[Any, dict]:
     """The stage's validated config(s) and what of them MLflow logs as params."""
     if stage == "prepare":
-        from pgrpo.prepare import PrepareConfig
+        from pgrpo.stages.prepare import PrepareConfig
         cfg = load_section(params_file, "prepare", PrepareConfig)
     elif stage == "assign_groups":
-        from pgrpo.groups import AssignConfig
+        from pgrpo.stages.groups import AssignConfig
         cfg = load_section(params_file, "assign_groups", AssignConfig)
     elif stage == "train_reward":
-        from pgrpo.prepare import PrepareConfig
-        from pgrpo.train_reward import RewardConfig
+        from pgrpo.stages.prepare import PrepareConfig
+        from pgrpo.stages.train_reward import RewardConfig
         # policy pairs sample the base policy (policy.model) and label with prepare's noise
         cfg = (load_section(params_file, "reward", RewardConfig),
                load_section(params_file, "policy", PolicyConfig),
@@ -170,7 +172,7 @@ def stage_configs(stage: str, params_file: Path, algorithm: str | None) -> tuple
     elif stage == "train_policy":
         cfg = policy_config(params_file, algorithm)
     else:
-        from pgrpo.evaluate import EvalConfig
+        from pgrpo.stages.evaluate import EvalConfig
         algorithms = list(read_params(params_file).get("algorithms") or {})
         cfg = (load_section(params_file, "evaluate", EvalConfig),
                load_section(params_file, "policy", PolicyConfig), algorithms)
@@ -183,13 +185,13 @@ def stage_configs(stage: str, params_file: Path, algorithm: str | None) -> tuple
 # `track` is the TrackingConfig when an MLflow run is active, else None.
 
 def _prepare(cfg, algorithm, track, **where) -> dict:
-    from pgrpo.prepare import prepare
+    from pgrpo.stages.prepare import prepare
 
     return _logged(prepare(cfg, paths.PROCESSED), "prepare", track)
 
 
 def _assign_groups(cfg, algorithm, track, **where) -> dict:
-    from pgrpo.groups import assign_groups
+    from pgrpo.stages.groups import assign_groups
 
     return _logged(assign_groups(cfg, paths.PROCESSED / "users.parquet",
                                  paths.PROCESSED / "pairs.parquet", paths.PROCESSED),
@@ -197,12 +199,12 @@ def _assign_groups(cfg, algorithm, track, **where) -> dict:
 
 
 def _train_reward(cfgs, algorithm, track, **where) -> dict:
-    from pgrpo.train_reward import train_reward
+    from pgrpo.stages.train_reward import train_reward
 
     cfg, policy, prepare = cfgs
     extra, stats = None, None
     if cfg.policy_pairs:  # pairs between the base policy's own samples, judged by the users
-        from pgrpo.policy_pairs import policy_pairs
+        from pgrpo.stages.policy_pairs import policy_pairs
         extra, stats = policy_pairs(
             policy.model, paths.PROCESSED, cfg.policy_pairs, cfg.policy_samples_per_prompt,
             cfg.policy_pairs_per_prompt, policy.max_new_tokens, policy.temperature,
@@ -212,24 +214,25 @@ def _train_reward(cfgs, algorithm, track, **where) -> dict:
                                    paths.PROCESSED / "groups.parquet", out, extra, stats),
                       "rm", track)
     if track and track.log_models:
-        from pgrpo.mlflow_models import log_reward_model
+        from pgrpo.tracking.mlflow_models import log_reward_model
         log_reward_model(out, register=track.register_models)
     return metrics
 
 
 def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
                   reports_dir: Path, loggers: list | None = None) -> dict:
-    from pgrpo.tracking import MultiLogger
-    from pgrpo.trainer import train_policy
+    from pgrpo.core.metric_log import MultiLogger
+    import pgrpo.stages.training_rewards  # noqa: F401 - the judge / reward-model rewards
+    from pgrpo.core.trainer import train_policy
 
     out = policy_root / algorithm
     extra = list(loggers or [])
     if track:
-        from pgrpo.mlflow_logger import MlflowLogger
+        from pgrpo.tracking.mlflow_logger import MlflowLogger
         extra.append(MlflowLogger())
     hooks = []
     if cfg.judge_every:
-        from pgrpo.judge_curve import JudgeCurve
+        from pgrpo.stages.judge_curve import JudgeCurve
         hooks.append(JudgeCurve.from_processed(
             paths.PROCESSED, cfg.judge_every, cfg.judge_prompts_per_group,
             cfg.judge_samples_per_prompt, cfg.max_new_tokens, temperature=cfg.temperature,
@@ -238,36 +241,36 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
     result = train_policy(cfg, out, logger=MultiLogger(*extra) if extra else None, hooks=hooks,
                           fingerprint={"code": _code_hashes("train_policy")})
     if track:
-        from pgrpo.mlflow_tracking import log_figure
-        from pgrpo.plots import plot_group_rewards
-        from pgrpo.tracking import read_metrics
+        from pgrpo.tracking.mlflow_tracking import log_figure
+        from pgrpo.stages.plots import plot_group_rewards
+        from pgrpo.core.metric_log import read_metrics
         # A temp folder: the figure is for the MLflow run only, not a DVC output.
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_group_rewards({algorithm: read_metrics(out / "metrics.jsonl")},
                                      result.group_names, Path(tmp) / "group_rewards.png")
             log_figure(png)
         if track.log_models:
-            from pgrpo.mlflow_models import log_policy
+            from pgrpo.tracking.mlflow_models import log_policy
             log_policy(result.model_dir, algorithm, register=track.register_models)
     return {"model_dir": str(result.model_dir), "step": result.step,
             "group_names": list(result.group_names)}
 
 
 def _evaluate(cfgs, algorithm, track, policy_root: Path, reports_dir: Path) -> dict:
-    from pgrpo.evaluate import evaluate
+    from pgrpo.stages.evaluate import evaluate
 
     eval_cfg, policy, algorithms = cfgs
     results = evaluate(eval_cfg, policy, algorithms, paths.PROCESSED, paths.MODELS / "reward",
                        policy_root, reports_dir)
     if track:
-        from pgrpo.mlflow_tracking import log_artifact_files, log_figure, log_metrics_flat
+        from pgrpo.tracking.mlflow_tracking import log_artifact_files, log_figure, log_metrics_flat
         log_metrics_flat(results, prefix="eval")
         for png in sorted((reports_dir / "figures").glob("*.png")):
             log_figure(png)
         log_artifact_files([reports_dir / "report.md", reports_dir / "metrics.json"])
         # Champion = best policy of this pipeline run; only registered versions can be aliased.
         if track.log_models and track.register_models:
-            from pgrpo.mlflow_models import promote_best_policy
+            from pgrpo.tracking.mlflow_models import promote_best_policy
             # Picked on the validation prompts (evaluate.val_prompts_per_group), which none of
             # the report's numbers use; the test numbers would make the champion's look better.
             by = results["champion_by"]
@@ -278,7 +281,7 @@ def _evaluate(cfgs, algorithm, track, policy_root: Path, reports_dir: Path) -> d
 def _code_hashes(stage: str) -> dict[str, str]:
     """Content hashes of the code `stage` runs (pgrpo.stage_code). Bookkeeping, not stage
     code: it decides whether a checkpoint may be resumed, never what a stage outputs."""
-    from pgrpo.hashing import file_sha256
+    from pgrpo.core.hashing import file_sha256
     from pgrpo.stage_code import ROOT, stage_code
 
     return {p.as_posix(): file_sha256(ROOT / p) for p in sorted(stage_code(stage))}
@@ -286,7 +289,7 @@ def _code_hashes(stage: str) -> dict[str, str]:
 
 def _logged(metrics: dict, prefix: str, track) -> dict:
     if track:
-        from pgrpo.mlflow_tracking import log_metrics_flat
+        from pgrpo.tracking.mlflow_tracking import log_metrics_flat
         log_metrics_flat(metrics, prefix=prefix)
     return metrics
 

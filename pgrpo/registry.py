@@ -13,7 +13,7 @@ the outputs they check from it, and their artifact descriptions; both flows run 
 the input checks name the stage that writes a missing input with `writer_of`. The code
 a stage runs is computed from its imports (pgrpo.stage_code), not listed.
 
-Paths are relative to the repo root (pgrpo.paths); "{algorithm}" stands for a key of the
+Paths are relative to the repo root (pgrpo.core.paths); "{algorithm}" stands for a key of the
 params file's `algorithms` section (DVC: ${key} of the foreach).
 """
 

@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
-from pgrpo import paths
-from pgrpo.config import PolicyConfig, add_config_args, config_overrides, policy_config
+from pgrpo.core import paths
+from pgrpo.core.config import PolicyConfig, add_config_args, config_overrides, policy_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from pgrpo.trainer import train_policy  # heavy imports after the arguments are checked
+    import pgrpo.stages.training_rewards  # noqa: F401 - the judge / reward-model rewards
+    from pgrpo.core.trainer import train_policy  # heavy imports after the arguments are checked
 
     result = train_policy(cfg, args.output_dir or paths.policy_dir(args.algorithm or cfg.advantage))
     print(json.dumps({"model_dir": str(result.model_dir), "step": result.step}))

@@ -28,7 +28,7 @@ def train_seed(params_file: str, algorithms: list[str] | None, seed: int, algori
     cfg = _config(params_file, algorithms, [seed])
     if not in_prefect_run():
         return cmp.train_seed(params_file, cfg, seed, algorithm)
-    from pgrpo.config import policy_config
+    from pgrpo.core.config import policy_config
 
     total = policy_config(params_file, None).steps
     progress = ProgressLogger(total, key=f"{artifact_key('compare', algorithm)}-seed{seed}",

@@ -14,7 +14,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pgrpo import mechanism_run as run
-from pgrpo.mechanism import load_config
+from pgrpo.stages.mechanism import load_config
 from tasks.stages import in_prefect_run
 
 

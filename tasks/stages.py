@@ -36,11 +36,13 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from pgrpo import paths, registry
-from pgrpo.config import policy_config, read_params
-from pgrpo.hashing import file_sha256, path_sha256
-from pgrpo.report import markdown_table
-from pgrpo.pipeline import STAGES, run_stage  # the lead's runner: config, stage, MLflow
+from pgrpo import registry
+
+from pgrpo.core import paths
+from pgrpo.core.config import policy_config, read_params
+from pgrpo.core.hashing import file_sha256, path_sha256
+from pgrpo.stages.report import markdown_table
+from pgrpo.pipeline import STAGES, run_stage  # noqa: F401 - STAGES is re-exported by tasks
 from pgrpo.stage_code import ROOT as CODE_ROOT
 from pgrpo.stage_code import stage_code
 
@@ -155,7 +157,7 @@ def retry_if_transient(task, task_run, state) -> bool:
 # --------------------------------------------------------------------------- progress
 
 class ProgressLogger:
-    """A MetricLogger (pgrpo.tracking) that moves a Prefect progress artifact with the step.
+    """A MetricLogger (pgrpo.core.metric_log) that moves a Prefect progress artifact with the step.
 
     Updates at most every `every_s` seconds (and on the last step): each is an API call.
     """
@@ -203,7 +205,7 @@ def summarize(stage: str, metrics: dict, algorithm: str | None = None) -> str:
         return (f"## train_reward: held-out accuracy {m.get('eval_accuracy')}\n\n"
                 + _md_table(["group", "accuracy", "eval pairs"], acc))
     if stage == "train_policy":
-        from pgrpo.tracking import read_metrics
+        from pgrpo.core.metric_log import read_metrics
         rows = read_metrics(paths.policy_dir(algorithm) / "metrics.jsonl")
         groups = sorted(k.removeprefix("train/reward/") for k in (rows[-1] if rows else {})
                         if k.startswith("train/reward/"))
@@ -212,7 +214,7 @@ def summarize(stage: str, metrics: dict, algorithm: str | None = None) -> str:
         return (f"## train_policy {algorithm}: {len(rows)} steps, final train/reward "
                 f"{rows[-1].get('train/reward') if rows else None}\n\n"
                 + _md_table(["group", "reward at step 1", "reward at last step"], table))
-    report = paths.REPORTS / "report.md"  # evaluate renders its own (pgrpo.report)
+    report = paths.REPORTS / "report.md"  # evaluate renders its own (pgrpo.stages.report)
     return report.read_text(encoding="utf-8") if report.is_file() else json.dumps(m, indent=2)
 
 

@@ -17,7 +17,7 @@ SHARED = REPO.parent / "shared"
 @pytest.fixture
 def tiny_cfg():
     """PolicyConfig for a seconds-long run of the tiny random Llama on the builtin task."""
-    from pgrpo.config import PolicyConfig
+    from pgrpo.core.config import PolicyConfig
 
     def make(**overrides):
         base = dict(model="tiny-random-llama", steps=3, prompts_per_step=2, num_generations=4,

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from pgrpo.config import PolicyConfig
-from pgrpo.trainer import Trainer
+from pgrpo.core.config import PolicyConfig
+from pgrpo.core.trainer import Trainer
 
 out = Path(sys.argv[1])
 cfg = PolicyConfig(model="tiny-random-llama", steps=2, prompts_per_step=2, num_generations=4,

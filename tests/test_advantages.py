@@ -1,5 +1,5 @@
 """Advantage estimators against numpy loop references (np.mean, np.std(ddof=1)) and hand
-cases; no expected value comes from another function of pgrpo.advantages."""
+cases; no expected value comes from another function of pgrpo.core.advantages."""
 
 import io
 import re
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgrpo.advantages import (AdvantageConfig, GroupRewardStats, get_advantage_fn,
+from pgrpo.core.advantages import (AdvantageConfig, GroupRewardStats, get_advantage_fn,
                               grpo_advantages, pgrpo_advantages, pgrpo_scale_advantages)
 
 

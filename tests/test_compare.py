@@ -18,8 +18,8 @@ import yaml
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from pgrpo.compare import CompareConfig, load_compare
-from pgrpo.compare_summary import render_comparison, summarize_runs, verdict
-from pgrpo.metrics import t_interval
+from pgrpo.stages.compare_summary import render_comparison, summarize_runs, verdict
+from pgrpo.stages.metrics import t_interval
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (tables)
 T_975_DF1 = 12.706204736174704

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from pgrpo.advantages import GroupRewardStats
-from pgrpo.checkpoint import latest_checkpoint, save_checkpoint
-from pgrpo.config import PolicyConfig, load_section
-from pgrpo.models import build_tiny_model, resolve_model
-from pgrpo.prompts import BUILTIN_GROUPS, builtin_prompts, load_prompts
-from pgrpo.rewards import count_words, get_reward_fn, length_preference_reward
+from pgrpo.core.advantages import GroupRewardStats
+from pgrpo.core.checkpoint import latest_checkpoint, save_checkpoint
+from pgrpo.core.config import PolicyConfig, load_section
+from pgrpo.core.models import build_tiny_model, resolve_model
+from pgrpo.core.prompts import BUILTIN_GROUPS, builtin_prompts, load_prompts
+from pgrpo.core.rewards import count_words, get_reward_fn, length_preference_reward
 
 
 def test_unknown_params_key_is_an_error_naming_it(tmp_path):
@@ -26,7 +26,7 @@ def test_unknown_params_key_is_an_error_naming_it(tmp_path):
 
 
 def test_set_overrides_parse_merge_and_name_what_is_wrong(tmp_path):
-    from pgrpo.config import load_params, params_with_sets, parse_sets
+    from pgrpo.core.config import load_params, params_with_sets, parse_sets
 
     assert parse_sets(["policy.lr=1e-5", "policy.steps=3", "compare.seeds=[0, 1]",
                        "algorithms.x.half_life=null", "policy.system_prompt=Be brief."]) == {
@@ -116,7 +116,7 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
 
 
 def test_advantage_accepts_every_registered_estimator_and_names_them_on_error():
-    from pgrpo.advantages import ADVANTAGE_ESTIMATORS
+    from pgrpo.core.advantages import ADVANTAGE_ESTIMATORS
 
     for name in ADVANTAGE_ESTIMATORS:
         assert PolicyConfig(advantage=name).advantage == name
@@ -125,7 +125,7 @@ def test_advantage_accepts_every_registered_estimator_and_names_them_on_error():
 
 
 def test_sgd_optimizer_is_plain_sgd(tmp_path, tiny_cfg):
-    from pgrpo.trainer import Trainer
+    from pgrpo.core.trainer import Trainer
 
     trainer = Trainer(tiny_cfg(optimizer="sgd", lr=0.05), tmp_path)
     opt = trainer.optimizer.optimizer if hasattr(trainer.optimizer, "optimizer") else trainer.optimizer

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from pgrpo import NO_TELEMETRY
-from pgrpo.config import main as config_main, read_params, write_params
+from pgrpo.core.config import main as config_main, read_params, write_params
 from pgrpo.pipeline import STAGES, main, run_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,12 +120,12 @@ def _leaves(d: dict, prefix: str = ""):
 
 
 def test_presets_resolve_to_complete_params_files():
-    from pgrpo.config import load_section, policy_config
-    from pgrpo.evaluate import EvalConfig
-    from pgrpo.groups import AssignConfig
-    from pgrpo.mlflow_tracking import TrackingConfig
-    from pgrpo.prepare import PrepareConfig
-    from pgrpo.train_reward import RewardConfig
+    from pgrpo.core.config import load_section, policy_config
+    from pgrpo.stages.evaluate import EvalConfig
+    from pgrpo.stages.groups import AssignConfig
+    from pgrpo.tracking.mlflow_tracking import TrackingConfig
+    from pgrpo.stages.prepare import PrepareConfig
+    from pgrpo.stages.train_reward import RewardConfig
 
     from pgrpo.compare import load_compare
 
@@ -173,12 +173,12 @@ def test_params_yaml_states_the_class_defaults_except_the_pipeline_wiring():
     from pydantic_core import PydanticUndefined
 
     from pgrpo.compare import CompareConfig
-    from pgrpo.config import PolicyConfig
-    from pgrpo.evaluate import EvalConfig
-    from pgrpo.groups import AssignConfig
-    from pgrpo.mlflow_tracking import TrackingConfig
-    from pgrpo.prepare import PrepareConfig
-    from pgrpo.train_reward import RewardConfig
+    from pgrpo.core.config import PolicyConfig
+    from pgrpo.stages.evaluate import EvalConfig
+    from pgrpo.stages.groups import AssignConfig
+    from pgrpo.tracking.mlflow_tracking import TrackingConfig
+    from pgrpo.stages.prepare import PrepareConfig
+    from pgrpo.stages.train_reward import RewardConfig
 
     params = read_params(REPO / "params.yaml")
     differ = []

@@ -1,4 +1,4 @@
-"""The evaluate stage end to end on tiny data, and the judge (pgrpo.evaluate, pgrpo.judge).
+"""The evaluate stage end to end on tiny data, and the judge (pgrpo.stages.evaluate, pgrpo.stages.judge).
 
     .venv/bin/python -m pytest -q tests/test_evaluate.py
 
@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pgrpo.config import PolicyConfig
-from pgrpo.data.personas import make_personas, persona_to_json, utility
-from pgrpo.evaluate import EvalConfig, evaluate, main
-from pgrpo.judge import judge_scores
-from pgrpo.metrics import curve_auc, win_rate
-from pgrpo.tracking import read_metrics
+from pgrpo.core.config import PolicyConfig
+from pgrpo.stages.data.personas import make_personas, persona_to_json, utility
+from pgrpo.stages.evaluate import EvalConfig, evaluate, main
+from pgrpo.stages.judge import judge_scores
+from pgrpo.stages.metrics import curve_auc, win_rate
+from pgrpo.core.metric_log import read_metrics
 
 ALGS = ["pgrpo", "grpo"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -47,10 +47,11 @@ def eval_cfg(**overrides) -> EvalConfig:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from pgrpo.groups import AssignConfig, assign_groups
-    from pgrpo.prepare import PrepareConfig, prepare
-    from pgrpo.train_reward import RewardConfig, train_reward
-    from pgrpo.trainer import train_policy
+    from pgrpo.stages.groups import AssignConfig, assign_groups
+    from pgrpo.stages.prepare import PrepareConfig, prepare
+    from pgrpo.stages.train_reward import RewardConfig, train_reward
+    import pgrpo.stages.training_rewards  # noqa: F401 - reward: judge
+    from pgrpo.core.trainer import train_policy
 
     tmp = tmp_path_factory.mktemp("eval")
     data = tmp / "data"
@@ -60,7 +61,7 @@ def run(tmp_path_factory):
                   data)
     train_reward(RewardConfig(encoder="tiny-random-bert", epochs=1, max_length=64, batch_size=32),
                  data / "pairs.parquet", data / "groups.parquet", tmp / "reward")
-    from pgrpo.judge_curve import JudgeCurve
+    from pgrpo.stages.judge_curve import JudgeCurve
 
     for alg in ALGS:
         # grpo also logs the judge's validation curve (policy.judge_every) and trains on the
@@ -263,10 +264,10 @@ def test_judge_curve_points_reuse_the_same_draws():
     """Two calls on the same model give the same numbers and leave torch's RNG where it was."""
     import torch
 
-    from pgrpo.data.personas import make_personas, persona_to_json
-    from pgrpo.judge_curve import JudgeCurve
-    from pgrpo.models import load_policy
-    from pgrpo.prompts import from_records
+    from pgrpo.stages.data.personas import make_personas, persona_to_json
+    from pgrpo.stages.judge_curve import JudgeCurve
+    from pgrpo.core.models import load_policy
+    from pgrpo.core.prompts import from_records
 
     personas = make_personas(2)
     prompts = from_records([{"prompt": f"Recommend a song {i}", "group": p.name, "user_id": f"u{i}"}
@@ -285,7 +286,7 @@ def test_judge_curve_points_reuse_the_same_draws():
 
 def test_reward_check_champion_and_gain_intervals(run):
     tmp, results = run
-    from pgrpo.advantages import ADVANTAGE_ESTIMATORS
+    from pgrpo.core.advantages import ADVANTAGE_ESTIMATORS
 
     check = results["reward_check"]
     assert check["estimators"] == sorted(ADVANTAGE_ESTIMATORS)
@@ -303,7 +304,7 @@ def test_reward_check_champion_and_gain_intervals(run):
         assert r["mean_ci_low"] <= r["mean_reward"] <= r["mean_ci_high"]
     report = (tmp / "reports" / "report.md").read_text()
     assert "reward-signal check" in report and f"**{results['champion']}**" in report
-    from pgrpo.metrics import helps_users
+    from pgrpo.stages.metrics import helps_users
     assert "## Does training help the users?" in report
     for alg in ALGS:  # the rule's verdict, as the rule computes it, in metrics and report
         r = results["algorithms"][alg]
@@ -313,7 +314,7 @@ def test_reward_check_champion_and_gain_intervals(run):
 
 def test_val_and_test_prompts_never_overlap(run):
     tmp, _ = run
-    from pgrpo.evaluate import eval_prompts, eval_role
+    from pgrpo.stages.evaluate import eval_prompts, eval_role
 
     data = tmp / "data"
     test = eval_prompts(data / "prompts.parquet", data / "groups.parquet", 50, 0)

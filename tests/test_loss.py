@@ -1,7 +1,7 @@
 """Policy loss on hand-computable cases: k3 KL, aggregation, clipping, masks, gradients.
 
 Expected values are written out by hand or with explicit numpy/python loops, never by
-calling another function of pgrpo.loss.
+calling another function of pgrpo.core.loss.
 """
 
 import math
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgrpo.loss import aggregate, kl_k3, policy_loss
+from pgrpo.core.loss import aggregate, kl_k3, policy_loss
 
 
 def test_k3_by_hand_zero_when_equal_and_nonnegative():

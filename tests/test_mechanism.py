@@ -9,10 +9,10 @@ import pytest
 from scipy import stats
 from test_mlflow_tracking import empty_db, store  # noqa: F401  (fixtures: a fresh sqlite store)
 
-from pgrpo.data.personas import utility
-from pgrpo.mechanism import ConditionReward, MechanismConfig, cells
-from pgrpo.mechanism_world import _pieces, build_word_tokenizer, make_prompts, personas, sft_pairs
-from pgrpo.mechanism_report import summarize, verdict
+from pgrpo.stages.data.personas import utility
+from pgrpo.stages.mechanism import ConditionReward, MechanismConfig, cells
+from pgrpo.stages.mechanism_world import _pieces, build_word_tokenizer, make_prompts, personas, sft_pairs
+from pgrpo.stages.mechanism_report import summarize, verdict
 
 
 @pytest.mark.parametrize("lo, hi, want", [

@@ -1,4 +1,4 @@
-"""Evaluation metric functions (pgrpo.metrics) against hand-computed cases.
+"""Evaluation metric functions (pgrpo.stages.metrics) against hand-computed cases.
 
     .venv/bin/python -m pytest -q tests/test_metrics.py
 """
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from pgrpo.metrics import (
+from pgrpo.stages.metrics import (
     bootstrap_ci,
     curve_auc,
     learning_efficiency,
@@ -253,7 +253,7 @@ BASE = _pol(None, None, 0.0, {"a": (0.5, 0.3, 0.7), "b": (0.2, 0.0, 0.4)})
     (_pol(None, None, 0.01, {"a": (0.6, None, None), "b": (0.3, None, None)}), "unresolved", []),
 ])
 def test_helps_users_applies_the_rule(policy, verdict, harmed):
-    from pgrpo.metrics import helps_users
+    from pgrpo.stages.metrics import helps_users
 
     out = helps_users(policy, BASE, kl_limit=0.1)
     assert out["verdict"] == verdict and out["harmed_groups"] == harmed

@@ -1,4 +1,4 @@
-"""MLflow tracking (pgrpo.mlflow_tracking, pgrpo.mlflow_models) against a real SQLite store.
+"""MLflow tracking (pgrpo.tracking.mlflow_tracking, pgrpo.tracking.mlflow_models) against a real SQLite store.
 
     .venv/bin/python -m pytest -q tests/test_mlflow_tracking.py
 
@@ -25,12 +25,12 @@ import yaml
 
 mlflow = pytest.importorskip("mlflow")
 
-from pgrpo.mlflow_tracking import (
+from pgrpo.tracking.mlflow_tracking import (
     PARENT_ENV, TrackingConfig, flatten_params, log_artifact_files, log_figure,
     log_metrics_file, log_metrics_flat, pipeline_run, resolve_tracking_uri, stage_run,
 )
-from pgrpo.mlflow_logger import MlflowLogger
-from pgrpo.provenance import dvc_tags
+from pgrpo.tracking.mlflow_logger import MlflowLogger
+from pgrpo.tracking.provenance import dvc_tags
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
 
@@ -41,7 +41,7 @@ def empty_db(tmp_path_factory):
 
     Creating one costs 5-7 s of schema migrations; copying it 0.1 s.
     """
-    from pgrpo.models import cache_dir
+    from pgrpo.core.models import cache_dir
 
     path = cache_dir() / f"mlflow-{mlflow.__version__}-empty.db"
     if not path.is_file():
@@ -244,7 +244,7 @@ def test_artifacts_and_figure(store, tmp_path):
 
 
 def test_choose_champion_best_metric_ties_to_newest():
-    from pgrpo.mlflow_models import choose_champion
+    from pgrpo.tracking.mlflow_models import choose_champion
 
     assert choose_champion([(1, 0.5), (2, 0.7), (3, 0.6)]) == 2
     assert choose_champion([(3, 0.7), (2, 0.7), (1, 0.1)]) == 3
@@ -259,8 +259,8 @@ def tiny_models(tmp_path_factory):
     """(reward model folder, policy folder): tiny-random-bert reward model, tiny-random-llama."""
     from test_reward_model import preference_tables, tiny_cfg, write_tables
 
-    from pgrpo.models import load_policy
-    from pgrpo.train_reward import train_reward
+    from pgrpo.core.models import load_policy
+    from pgrpo.stages.train_reward import train_reward
 
     root = tmp_path_factory.mktemp("models")
     pairs, groups = preference_tables(n_train=8, n_eval=4, users_per_group=2)
@@ -272,13 +272,13 @@ def tiny_models(tmp_path_factory):
 
 
 def test_models_logged_registered_champion_loads_and_predicts(store, tiny_models, tmp_path):
-    from pgrpo.mlflow_models import (
+    from pgrpo.tracking.mlflow_models import (
         POLICY_NAME, REWARD_MODEL_NAME, log_policy, log_reward_model, pip_requirements,
         promote_best_policy,
     )
-    from pgrpo.models import load_policy
-    from pgrpo.reward_model import GroupRewardFn
-    from pgrpo.rollout import chat_prompts
+    from pgrpo.core.models import load_policy
+    from pgrpo.stages.reward_model import GroupRewardFn
+    from pgrpo.core.rollout import chat_prompts
 
     reward_dir, policy_dir = tiny_models
     cfg = TrackingConfig()
@@ -308,7 +308,7 @@ def test_models_logged_registered_champion_loads_and_predicts(store, tiny_models
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{POLICY_NAME}@champion",
                                                      dst_path=str(tmp_path / "dl")))
     assert (local / "artifacts" / "policy" / "model.safetensors").is_file()
-    assert (local / "code" / "pgrpo" / "mlflow_models.py").is_file()
+    assert (local / "code" / "pgrpo" / "tracking" / "mlflow_models.py").is_file()
     requirements = (local / "requirements.txt").read_text().split()
     assert set(pip_requirements()) <= set(requirements) and "torch==2.13.0" in requirements
     assert not list(local.rglob("*.pkl")) and (local / "policy_model.py").is_file()
@@ -339,7 +339,7 @@ def test_models_logged_registered_champion_loads_and_predicts(store, tiny_models
 STAGE_SCRIPT = """
 import sys
 from pathlib import Path
-from pgrpo.mlflow_tracking import TrackingConfig, stage_run
+from pgrpo.tracking.mlflow_tracking import TrackingConfig, stage_run
 
 name = sys.argv[1]
 with stage_run(name, TrackingConfig(), {"stage": name}) as run:

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pgrpo.prompts import load_prompts
+from pgrpo.core.prompts import load_prompts
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 import torch
 
-from pgrpo.models import build_tiny_model
-from pgrpo.rollout import completion_mask_from_eos, generate, token_logprobs
+from pgrpo.core.models import build_tiny_model
+from pgrpo.core.rollout import completion_mask_from_eos, generate, token_logprobs
 
 EOS = 7
 
@@ -79,7 +79,7 @@ def test_sampling_logprobs_equal_a_forward_pass_over_the_rollout():
 def test_prompts_prefilled_once_give_the_samples_of_prefilling_every_row():
     """generate() shares each prompt's KV cache among its G rows; with the same seed the
     samples must be token for token those of plain generate() on G copies of the prompt."""
-    from pgrpo.rollout import chat_prompts, eos_token_ids
+    from pgrpo.core.rollout import chat_prompts, eos_token_ids
 
     model, tok = _tiny()
     prompts = ["hi", "a much longer prompt than the first one"]

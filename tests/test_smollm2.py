@@ -12,8 +12,8 @@ pytestmark = [
 
 
 def test_smollm2_converts_once_and_answers_sensibly():
-    from pgrpo.models import SMOLLM2, load_policy, resolve_model
-    from pgrpo.rollout import chat_prompts
+    from pgrpo.core.models import SMOLLM2, load_policy, resolve_model
+    from pgrpo.core.rollout import chat_prompts
 
     path = resolve_model(SMOLLM2)
     assert resolve_model(SMOLLM2) == path  # converted once, then reused

@@ -66,8 +66,8 @@ def test_stages_come_in_an_order_where_every_input_is_already_written():
 
 def test_module_file_lists_match_the_registry():
     """prepare and evaluate name their output files for atomic writes; same files as here."""
-    from pgrpo.evaluate import OUTPUTS as EVAL
-    from pgrpo.prepare import OUTPUTS as PREP
+    from pgrpo.stages.evaluate import OUTPUTS as EVAL
+    from pgrpo.stages.prepare import OUTPUTS as PREP
 
     assert sorted(f"data/processed/{n}" for n in PREP) == sorted(registry.stage("prepare").outputs)
     assert sorted(f"reports/{n}" for n in EVAL) == sorted(registry.stage("evaluate").outputs)
@@ -88,10 +88,10 @@ def test_every_module_a_stage_runs_is_a_dep(stage):
 
 def test_the_code_includes_lazy_imports_and_leaves_out_tracking():
     code = {p.as_posix() for p in stage_code("evaluate")}
-    # evaluate imports the judge inside functions; its utilities live in pgrpo/data
-    assert {"pgrpo/judge.py", "pgrpo/data/personas.py", "pgrpo/evaluate.py",
+    # evaluate imports the judge inside functions; its utilities live in pgrpo/stages/data
+    assert {"pgrpo/stages/judge.py", "pgrpo/stages/data/personas.py", "pgrpo/stages/evaluate.py",
             "pgrpo/pipeline.py", "pgrpo/__init__.py"} <= code
-    assert "pgrpo/mlflow_models.py" not in code  # only under `if track`
-    assert "pgrpo/trainer.py" not in {p.as_posix() for p in stage_code("prepare")}
+    assert "pgrpo/tracking/mlflow_models.py" not in code  # only under `if track`
+    assert "pgrpo/core/trainer.py" not in {p.as_posix() for p in stage_code("prepare")}
     with pytest.raises(ValueError, match="unknown stage 'train'"):
         stage_code("train")

@@ -6,10 +6,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from pgrpo.checkpoint import latest_checkpoint
-from pgrpo.models import load_policy
-from pgrpo.tracking import read_metrics
-from pgrpo.trainer import Trainer, prompt_indices, train_policy
+from pgrpo.core.checkpoint import latest_checkpoint
+from pgrpo.core.models import load_policy
+from pgrpo.core.metric_log import read_metrics
+from pgrpo.core.trainer import Trainer, prompt_indices, train_policy
 
 
 def _weights(model_dir):
@@ -133,8 +133,8 @@ def test_a_checkpoint_of_another_config_inputs_or_code_is_never_resumed(tmp_path
     assert changed.step == 0 and latest_checkpoint(tmp_path) is None
     assert "starting over" in out and "lr: 0.001 -> 0.002" in out, out
     Trainer(tiny_cfg(steps=3), tmp_path).train(stop_after_steps=2)
-    other_code = Trainer(tiny_cfg(steps=3), tmp_path, fingerprint={"code": {"pgrpo/loss.py": "x"}})
-    assert other_code.step == 0 and "code changed: pgrpo/loss.py" in capsys.readouterr().out
+    other_code = Trainer(tiny_cfg(steps=3), tmp_path, fingerprint={"code": {"pgrpo/core/loss.py": "x"}})
+    assert other_code.step == 0 and "code changed: pgrpo/core/loss.py" in capsys.readouterr().out
     Trainer(tiny_cfg(steps=3), tmp_path).train(stop_after_steps=2)
     fresh = Trainer(tiny_cfg(steps=3, resume=False), tmp_path)
     assert fresh.step == 0 and latest_checkpoint(tmp_path) is None

@@ -1,11 +1,11 @@
 """Train a reward model on template pairs + pairs between base samples (out/base_train.jsonl), labelled by the judge with Bradley-Terry noise.
 
 args: N_PROMPTS PAIRS_PER_PROMPT INPUTS OUT_DIR TEMPLATE(1|0) [surface]"""
-import json, sys, random, itertools, pandas as pd
+import json, sys, random, pandas as pd
 sys.path.insert(0,'.')
-from pgrpo.data.synthetic import prefer_first
-from pgrpo.train_reward import RewardConfig, train_reward
-from pgrpo.io import read_table
+from pgrpo.stages.data.synthetic import prefer_first
+from pgrpo.stages.train_reward import RewardConfig, train_reward
+from pgrpo.core.io import read_table
 rows=[json.loads(l) for l in open('benchmarks/reward_signal/out/base_train.jsonl')]
 n_prompts=int(sys.argv[1]); pairs_per=int(sys.argv[2]); inputs=sys.argv[3]; out=sys.argv[4]; template=sys.argv[5]=='1'
 surface=len(sys.argv)>6 and sys.argv[6]=='surface'

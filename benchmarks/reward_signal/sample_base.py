@@ -2,13 +2,13 @@
 import json, sys, time, torch
 sys.path.insert(0, '.')
 from pathlib import Path
-from pgrpo.evaluate import EvalConfig, eval_prompts
-from pgrpo.policy_measures import run_policy
-from pgrpo.config import PolicyConfig
-from pgrpo.models import load_policy
-from pgrpo.judge import judge_scores
-from pgrpo.io import read_table
-from pgrpo.prompts import load_prompts
+from pgrpo.stages.evaluate import EvalConfig, eval_prompts
+from pgrpo.stages.policy_measures import run_policy
+from pgrpo.core.config import PolicyConfig
+from pgrpo.core.models import load_policy
+from pgrpo.stages.judge import judge_scores
+from pgrpo.core.io import read_table
+from pgrpo.core.prompts import load_prompts
 torch.set_num_threads(2)
 P = Path('data/processed')
 which = sys.argv[1]; per = int(sys.argv[2]); g = int(sys.argv[3])

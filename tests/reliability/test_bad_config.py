@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgrpo.config import read_params
+from pgrpo.core.config import read_params
 from pgrpo.pipeline import main, run_stage
 
 REPO = Path(__file__).resolve().parents[2]

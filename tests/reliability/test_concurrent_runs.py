@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgrpo.config import read_params
+from pgrpo.core.config import read_params
 from pgrpo.pipeline import PIPELINE_LOCK, stage_lock
 from pgrpo.run_lock import RunLocked, holder, run_lock
 

@@ -12,16 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import safetensors.torch
 import torch
 
-from pgrpo.checkpoint import checkpoint_root, latest_checkpoint
-from pgrpo.tracking import read_metrics
-from pgrpo.trainer import Trainer, train_policy
+from pgrpo.core.checkpoint import checkpoint_root, latest_checkpoint
+from pgrpo.core.metric_log import read_metrics
+from pgrpo.core.trainer import Trainer, train_policy
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = dict(model="tiny-random-llama", steps=6, prompts_per_step=2, num_generations=4,
@@ -32,9 +31,9 @@ CHILD = """
 import sys, time
 sys.path.insert(0, {repo!r})
 import torch
-import pgrpo.checkpoint as ck
-from pgrpo.config import PolicyConfig
-from pgrpo.trainer import train_policy
+import pgrpo.core.checkpoint as ck
+from pgrpo.core.config import PolicyConfig
+from pgrpo.core.trainer import train_policy
 real_save = torch.save
 def slow_save(obj, path, *a, **k):
     real_save(obj, path, *a, **k)
@@ -67,7 +66,7 @@ def test_a_kill_mid_checkpoint_never_leaves_one_that_loads(tmp_path):
     assert (checkpoint_root(out) / "step_000004.tmp" / "model.safetensors").is_file()
     assert latest_checkpoint(out).name == "step_000002"
 
-    from pgrpo.config import PolicyConfig
+    from pgrpo.core.config import PolicyConfig
     cfg = PolicyConfig(**CFG)
     resumed = Trainer(cfg, out)
     assert resumed.step == 2  # the complete checkpoint, not the half-written one

@@ -1,6 +1,6 @@
 """Fault injection: rewards that are not finite, never vary, or explode (issue 15).
 
-The documented rules (PolicyConfig.nan_rewards, pgrpo.advantages.check_finite):
+The documented rules (PolicyConfig.nan_rewards, pgrpo.core.advantages.check_finite):
 - a NaN or inf reward stops the run with an error naming how many and where
   (nan_rewards: error), or is dropped from the batch and counted (nan_rewards: drop);
 - a group whose rewards never vary gets advantage 0 (no contrast, no push), never NaN;
@@ -15,9 +15,9 @@ import math
 import pytest
 import torch
 
-from pgrpo.checkpoint import latest_checkpoint
-from pgrpo.tracking import read_metrics
-from pgrpo.trainer import train_policy
+from pgrpo.core.checkpoint import latest_checkpoint
+from pgrpo.core.metric_log import read_metrics
+from pgrpo.core.trainer import train_policy
 
 
 def _finite_stats(result) -> None:

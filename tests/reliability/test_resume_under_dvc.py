@@ -12,14 +12,13 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from pgrpo.config import read_params
-from pgrpo.tracking import read_metrics
-from tests.test_dvc_pipeline import _env, _run, _smoke_repo
+from pgrpo.core.config import read_params
+from pgrpo.core.metric_log import read_metrics
+from tests.test_dvc_pipeline import _run, _smoke_repo
 
 STEPS, EVERY = 12, 3
 DROP = ("perf/", "train/completion_tokens")  # timings differ between any two runs

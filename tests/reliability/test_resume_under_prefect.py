@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from tests.test_flows import TINY, write_params  # sets Prefect's test environment first
 
-from pgrpo.config import merge_params
+from pgrpo.core.config import merge_params
 from pgrpo.pipeline import run_stage
-from pgrpo.tracking import read_metrics
+from pgrpo.core.metric_log import read_metrics
 
 
 def test_a_failed_task_is_retried_and_resumes_from_its_checkpoint(tmp_path, monkeypatch, capsys):

@@ -21,7 +21,7 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from pgrpo.mlflow_logger import MlflowLogger  # noqa: E402
+from pgrpo.tracking.mlflow_logger import MlflowLogger  # noqa: E402
 
 STEP_SECONDS = 0.1  # a (very fast) training step between two log calls
 

@@ -1,0 +1,404 @@
+"""MLflow tracking of pipeline runs: one parent run per pipeline run, a child run per stage.
+
+mlflow is imported inside the functions only, so this module (and TrackingConfig)
+imports on machines without it; the trainer never imports this module at all, it
+gets an MlflowLogger (pgrpo.tracking.mlflow_logger: sent in the background) through its
+MetricLogger protocol. Models: pgrpo.tracking.mlflow_models.
+
+Where runs go: `tracking.tracking_uri` in params, else $MLFLOW_TRACKING_URI, else
+sqlite:///mlflow.db in the working directory (the repo root for DVC and Prefect);
+experiment `tracking.experiment` ("pgrpo").
+
+How stages find their parent run (DVC runs each stage in its own process, Prefect
+runs them all in one flow):
+- Prefect (or any driver): the flow body runs inside `pipeline_run(...)`, which
+  creates a fresh parent run (or resumes the one already named by the variable) and
+  puts its id in $PGRPO_PARENT_RUN_ID; every stage_run under it attaches to it.
+- DVC (`dvc repro`, no such variable): stage_run looks in the experiment for the
+  newest parent tagged pgrpo.pipeline_key = sha256(params file + git commit) and
+  creates it if there is none. So all stages of one `dvc repro` land under one
+  parent, and a new params file or commit starts a new parent. Uncommitted code
+  changes do not (each child carries pgrpo.git_dirty). Such a parent is marked
+  finished after each stage and running again while a stage runs.
+
+Tags of a child run (sources: pgrpo.tracking.provenance): pgrpo.stage, pgrpo.algorithm,
+pgrpo.git_commit (and mlflow.source.git.commit), pgrpo.git_dirty, prefect.flow_run_id
+inside a Prefect flow run, and under `dvc repro` dvc.<path> = md5 of each data
+dependency; the DVC parent carries dvc.<path> of every out in dvc.lock. Outside DVC
+there are no dvc.* tags: dvc.lock would describe another run's data.
+
+    from pgrpo.tracking.mlflow_tracking import TrackingConfig, stage_run, log_metrics_flat
+    from pgrpo.tracking.mlflow_logger import MlflowLogger
+    cfg = TrackingConfig()
+    with stage_run("train_policy", cfg, params=policy_cfg.model_dump(), algorithm="pgrpo"):
+        train_policy(policy_cfg, out, logger=MlflowLogger())     # train/reward/<group> per step
+        log_metrics_flat({"eval": {"casual": 0.7}}, prefix="final")  # final/eval/casual
+
+    mlflow ui --backend-store-uri sqlite:///mlflow.db              # then open localhost:5000
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import re
+import socket
+import urllib.parse
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from pgrpo.core.config import Section
+from pgrpo.tracking.provenance import dvc_tags, git_info, pipeline_key, prefect_tags
+
+PARENT_ENV = "PGRPO_PARENT_RUN_ID"
+PIPELINE_KEY_TAG = "pgrpo.pipeline_key"
+PARENT_TAG = "pgrpo.parent"  # "dvc": found or created by stage_run; "pipeline_run": a driver's
+MAX_PARAM_VALUE = 6000  # MLflow's limits (mlflow.utils.validation)
+MAX_KEY = 250
+BATCH = 100  # params / tags per log_batch call
+
+
+class TrackingConfig(Section):
+    """MLflow tracking (params.yaml section `tracking`)."""
+
+    enabled: bool = Field(True, description="record runs in MLflow (needs mlflow installed)")
+    experiment: str = Field("pgrpo", description="MLflow experiment name")
+    tracking_uri: str | None = Field(
+        None, description="None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working dir")
+    log_models: bool = Field(True, description="log the reward model and policies as MLflow models")
+    register_models: bool = Field(True, description="register them as pgrpo-reward-model / pgrpo-policy")
+
+
+def resolve_tracking_uri(cfg: TrackingConfig) -> str:
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def tracking_enabled(cfg: TrackingConfig) -> bool:
+    """cfg.enabled, and mlflow importable (warns when it is on but mlflow is missing)."""
+    if not cfg.enabled:
+        return False
+    if importlib.util.find_spec("mlflow") is None:
+        warnings.warn("tracking.enabled is true but mlflow is not installed: nothing is recorded")
+        return False
+    return True
+
+
+class TrackingUnreachable(ConnectionError):
+    """The tracking server does not answer: raised before any work, in one line."""
+
+
+def _server_address(uri: str) -> tuple[str, int] | None:
+    """(host, port) of an http(s) tracking URI; None for local stores (sqlite, file)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return None
+    return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def probe(uri: str, timeout: float = 2.0) -> bool:
+    """True if the tracking server accepts a connection (always True for local stores)."""
+    address = _server_address(uri)
+    if address is None:
+        return True
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast on an http(s) tracking URI nobody listens at (MLflow's own client retries
+    for minutes first). Local stores (sqlite, file) need no server and pass."""
+    address = _server_address(uri)
+    if address is None:
+        return
+    parsed = urllib.parse.urlparse(uri)
+    port = address[1]
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError as e:
+        raise TrackingUnreachable(
+            f"MLflow tracking server {uri} is unreachable ({e.strerror or e}). Start it "
+            f"(`mlflow server --host {parsed.hostname} --port {port}`), point "
+            "tracking.tracking_uri or $MLFLOW_TRACKING_URI at one that runs, or set "
+            "tracking.enabled: false to run without tracking.") from None
+
+
+def _client(cfg: TrackingConfig):
+    """Point mlflow (fluent API and client) at cfg's store; returns (client, experiment id)."""
+    import mlflow
+
+    check_reachable(resolve_tracking_uri(cfg))
+    mlflow.set_tracking_uri(resolve_tracking_uri(cfg))
+    return mlflow.MlflowClient(), mlflow.set_experiment(cfg.experiment).experiment_id
+
+
+# --------------------------------------------------------------------------- names and values
+
+def safe_key(name: str) -> str:
+    """A metric / param / tag name MLflow accepts anywhere: other characters become "_".
+
+    Colons too: MLflow refuses them on Windows.
+    """
+    key = re.sub(r"[^/\w.\- ]", "_", str(name)).strip("/")
+    key = re.sub(r"/{2,}", "/", key)
+    if len(key) > MAX_KEY:  # keep it unique: a hash of the full name replaces the tail
+        key = key[:MAX_KEY - 9] + "~" + hashlib.sha256(key.encode()).hexdigest()[:8]
+    return key
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}, "l": [1, 2]} -> {"a.b": "1", "l": "1,2"}; values cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten_params(value, name))
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        if len(text) > MAX_PARAM_VALUE:
+            text = text[:MAX_PARAM_VALUE - 3] + "..."
+        out[safe_key(name)] = text
+    return out
+
+
+def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested dicts joined by '/'; strings, lists, bools, None and NaN skipped."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten_metrics(value, name))
+        elif isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(value):
+            out[safe_key(name)] = float(value)
+    return out
+
+
+# --------------------------------------------------------------------------- runs
+
+def _log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    flat = list(flatten_params(params).items())
+    for i in range(0, len(flat), BATCH):
+        client.log_batch(run_id, params=[Param(k, v) for k, v in flat[i:i + BATCH]])
+
+
+def _set_tags(client, run_id: str, tags: Mapping[str, str]) -> None:
+    from mlflow.entities import RunTag
+
+    items = [(safe_key(k), str(v)) for k, v in tags.items() if v is not None]
+    for i in range(0, len(items), BATCH):
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in items[i:i + BATCH]])
+
+
+def _new_parent(client, experiment_id: str, params_file: Path, key: str, source: str,
+                run_name: str | None, git: dict) -> str:
+    from pgrpo.core.config import read_params
+
+    tags = {PIPELINE_KEY_TAG: key, PARENT_TAG: source, "pgrpo.params_file": str(params_file),
+            "pgrpo.git_commit": git.get("commit"), "pgrpo.git_dirty": git.get("dirty"),
+            "mlflow.source.git.commit": git.get("commit"), **prefect_tags()}
+    run = client.create_run(experiment_id, run_name=run_name or f"pipeline-{key[:8]}",
+                            tags={k: v for k, v in tags.items() if v is not None})
+    if params_file.is_file():
+        _log_params(client, run.info.run_id, read_params(params_file))
+        client.log_artifact(run.info.run_id, str(params_file))
+    return run.info.run_id
+
+
+def _find_or_create_dvc_parent(client, experiment_id: str, params_file: Path, git: dict) -> str:
+    key = pipeline_key(params_file, git.get("commit"))
+    found = client.search_runs(
+        [experiment_id], f"tags.`{PIPELINE_KEY_TAG}` = '{key}' and tags.`{PARENT_TAG}` = 'dvc'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    return _new_parent(client, experiment_id, params_file, key, "dvc", None, git)
+
+
+@contextmanager
+def pipeline_run(cfg: TrackingConfig, params_file: str | Path = "params.yaml",
+                 run_name: str | None = None) -> Iterator[str | None]:
+    """The parent run of one pipeline run (Prefect flows); yields its id, None if tracking is off.
+
+    Resumes the run named by $PGRPO_PARENT_RUN_ID if set, else creates one. Inside
+    the block $PGRPO_PARENT_RUN_ID names it, so stage_run calls attach to it from
+    any thread. Ends it FINISHED, or FAILED / KILLED if the block raises.
+    """
+    if not tracking_enabled(cfg):
+        yield None
+        return
+    client, experiment_id = _client(cfg)
+    previous = os.environ.get(PARENT_ENV)
+    if previous:
+        client.update_run(_checked_parent(client, previous), status="RUNNING")
+        run_id = previous
+    else:
+        git = git_info()
+        run_id = _new_parent(client, experiment_id, Path(params_file),
+                             pipeline_key(params_file, git.get("commit")), "pipeline_run",
+                             run_name, git)
+    os.environ[PARENT_ENV] = run_id
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(run_id, status)
+        if previous is None:
+            os.environ.pop(PARENT_ENV, None)
+
+
+def _checked_parent(client, run_id: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException as e:
+        import mlflow
+        raise ValueError(f"${PARENT_ENV}={run_id} names no run in the tracking store "
+                         f"{mlflow.get_tracking_uri()}: {e}") from None
+    return run_id
+
+
+@contextmanager
+def stage_run(stage: str, cfg: TrackingConfig, params: Mapping[str, Any] | None = None,
+              algorithm: str | None = None, params_file: str | Path = "params.yaml"):
+    """A child run for one stage (and algorithm); yields mlflow's ActiveRun, None if tracking is off.
+
+    The parent: $PGRPO_PARENT_RUN_ID, else the DVC parent of (params_file, git commit).
+    `params` (the stage's config, nested dicts allowed) is logged flattened.
+    """
+    if not tracking_enabled(cfg):
+        yield None
+        return
+    import mlflow
+
+    client, experiment_id = _client(cfg)
+    git = git_info()
+    dvc_stage = os.environ.get("DVC_STAGE")
+    child_dvc, parent_dvc = dvc_tags(dvc_stage, os.environ.get("DVC_ROOT", ".")) \
+        if dvc_stage else ({}, {})
+    parent = os.environ.get(PARENT_ENV)
+    owns_parent = not parent  # the DVC parent's status follows its stages
+    if parent:
+        _checked_parent(client, parent)
+    else:
+        parent = _find_or_create_dvc_parent(client, experiment_id, Path(params_file), git)
+        _set_tags(client, parent, parent_dvc)
+    tags = {"pgrpo.stage": stage, "pgrpo.algorithm": algorithm, "dvc.stage": dvc_stage,
+            "pgrpo.git_commit": git.get("commit"), "mlflow.source.git.commit": git.get("commit"),
+            "pgrpo.git_dirty": git.get("dirty"), **prefect_tags(),
+            **{safe_key(k): v for k, v in child_dvc.items()}}
+    name = f"{stage}-{algorithm}" if algorithm else stage
+    status = "FAILED"
+    try:
+        run = mlflow.start_run(experiment_id=client.get_run(parent).info.experiment_id,
+                               run_name=name, parent_run_id=parent,
+                               nested=mlflow.active_run() is not None,
+                               tags={k: v for k, v in tags.items() if v is not None})
+    except BaseException:
+        if owns_parent:
+            client.set_terminated(parent, status)
+        raise
+    try:
+        if params:
+            _log_params(client, run.info.run_id, params)
+        yield run
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        mlflow.end_run(status)
+        if owns_parent:
+            client.set_terminated(parent, status)
+
+
+def parent_run_id(run_id: str | None = None) -> str | None:
+    """The parent of `run_id` (default: the active run)."""
+    import mlflow
+
+    run_id = run_id or _active_run_id()
+    return mlflow.MlflowClient().get_run(run_id).data.tags.get("mlflow.parentRunId")
+
+
+def _active_run_id() -> str:
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("no active MLflow run: call this inside `with stage_run(...)`")
+    return run.info.run_id
+
+
+# --------------------------------------------------------------------------- metrics and files
+
+def log_metrics_flat(metrics: Mapping[str, Any], prefix: str = "", step: int | None = None,
+                     run_id: str | None = None) -> dict[str, float]:
+    """Log a nested summary ({"casual": {"reward": 0.7}} -> <prefix>/casual/reward); returns it."""
+    from pgrpo.tracking.mlflow_logger import MlflowLogger
+
+    flat = flatten_metrics(metrics, prefix)
+    if flat:
+        logger = MlflowLogger(run_id or _active_run_id())
+        logger.log_metrics(flat, step or 0)
+        logger.close()
+    return flat
+
+
+def log_metrics_file(path: str | Path, run_id: str | None = None) -> int:
+    """Log a metrics.jsonl (pgrpo.core.metric_log.JsonlLogger) step by step; returns the row count."""
+    from pgrpo.tracking.mlflow_logger import MlflowLogger
+    from pgrpo.core.metric_log import read_metrics
+
+    logger = MlflowLogger(run_id)
+    rows = read_metrics(path)
+    for row in rows:
+        logger.log_metrics({k: v for k, v in row.items() if k != "step"}, row["step"])
+    logger.close()
+    return len(rows)
+
+
+def log_artifact_files(paths: list[str | Path], artifact_path: str | None = None,
+                       run_id: str | None = None) -> None:
+    """Log files and folders (a folder keeps its name) to a run; a missing path is an error."""
+    import mlflow
+
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"cannot log artifacts that do not exist: {missing}")
+    client, run_id = mlflow.MlflowClient(), run_id or _active_run_id()
+    for p in map(Path, paths):
+        if p.is_dir():
+            sub = f"{artifact_path}/{p.name}" if artifact_path else p.name
+            client.log_artifacts(run_id, str(p), sub)
+        else:
+            client.log_artifact(run_id, str(p), artifact_path)
+
+
+def log_figure(png: str | Path, artifact_path: str = "plots", run_id: str | None = None) -> str:
+    """Log a PNG (e.g. per-group reward curves from pgrpo.stages.plots); returns its artifact path."""
+    png = Path(png)
+    if png.suffix.lower() != ".png" or not png.is_file():
+        raise FileNotFoundError(f"{png} is not an existing .png file")
+    log_artifact_files([png], artifact_path, run_id)
+    return f"{artifact_path}/{png.name}"
