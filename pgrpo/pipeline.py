@@ -215,7 +215,8 @@ def _train_reward(cfgs, algorithm, track, **where) -> dict:
                       "rm", track)
     if track and track.log_models:
         from pgrpo.tracking.mlflow_models import log_reward_model
-        log_reward_model(out, register=track.register_models)
+        from pgrpo.tracking.mlflow_tracking import best_effort
+        best_effort("the reward model", lambda: log_reward_model(out, register=track.register_models))
     return metrics
 
 
@@ -241,17 +242,18 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
     result = train_policy(cfg, out, logger=MultiLogger(*extra) if extra else None, hooks=hooks,
                           fingerprint={"code": _code_hashes("train_policy")})
     if track:
-        from pgrpo.tracking.mlflow_tracking import log_figure
-        from pgrpo.stages.plots import plot_group_rewards
         from pgrpo.core.metric_log import read_metrics
+        from pgrpo.stages.plots import plot_group_rewards
+        from pgrpo.tracking.mlflow_tracking import best_effort, log_figure
         # A temp folder: the figure is for the MLflow run only, not a DVC output.
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_group_rewards({algorithm: read_metrics(out / "metrics.jsonl")},
                                      result.group_names, Path(tmp) / "group_rewards.png")
-            log_figure(png)
+            best_effort("the reward curves", lambda: log_figure(png))
         if track.log_models:
             from pgrpo.tracking.mlflow_models import log_policy
-            log_policy(result.model_dir, algorithm, register=track.register_models)
+            best_effort(f"the policy {algorithm}", lambda: log_policy(
+                result.model_dir, algorithm, register=track.register_models))
     return {"model_dir": str(result.model_dir), "step": result.step,
             "group_names": list(result.group_names)}
 
@@ -263,19 +265,25 @@ def _evaluate(cfgs, algorithm, track, policy_root: Path, reports_dir: Path) -> d
     results = evaluate(eval_cfg, policy, algorithms, paths.PROCESSED, paths.MODELS / "reward",
                        policy_root, reports_dir)
     if track:
-        from pgrpo.tracking.mlflow_tracking import log_artifact_files, log_figure, log_metrics_flat
-        log_metrics_flat(results, prefix="eval")
-        for png in sorted((reports_dir / "figures").glob("*.png")):
-            log_figure(png)
-        log_artifact_files([reports_dir / "report.md", reports_dir / "metrics.json"])
-        # Champion = best policy of this pipeline run; only registered versions can be aliased.
-        if track.log_models and track.register_models:
-            from pgrpo.tracking.mlflow_models import promote_best_policy
-            # Picked on the validation prompts (evaluate.val_prompts_per_group), which none of
-            # the report's numbers use; the test numbers would make the champion's look better.
-            by = results["champion_by"]
-            promote_best_policy({a: r[by] for a, r in results["algorithms"].items()}, f"eval/{by}")
+        from pgrpo.tracking.mlflow_tracking import best_effort
+        best_effort("the evaluation", lambda: _record_evaluation(results, track, reports_dir))
     return results
+
+
+def _record_evaluation(results: dict, track, reports_dir: Path) -> None:
+    from pgrpo.tracking.mlflow_tracking import log_artifact_files, log_figure, log_metrics_flat
+
+    log_metrics_flat(results, prefix="eval")
+    for png in sorted((reports_dir / "figures").glob("*.png")):
+        log_figure(png)
+    log_artifact_files([reports_dir / "report.md", reports_dir / "metrics.json"])
+    # Champion = best policy of this pipeline run; only registered versions can be aliased.
+    if track.log_models and track.register_models:
+        from pgrpo.tracking.mlflow_models import promote_best_policy
+        # Picked on the validation prompts (evaluate.val_prompts_per_group), which none of
+        # the report's numbers use; the test numbers would make the champion's look better.
+        by = results["champion_by"]
+        promote_best_policy({a: r[by] for a, r in results["algorithms"].items()}, f"eval/{by}")
 
 
 def _code_hashes(stage: str) -> dict[str, str]:
@@ -289,8 +297,8 @@ def _code_hashes(stage: str) -> dict[str, str]:
 
 def _logged(metrics: dict, prefix: str, track) -> dict:
     if track:
-        from pgrpo.tracking.mlflow_tracking import log_metrics_flat
-        log_metrics_flat(metrics, prefix=prefix)
+        from pgrpo.tracking.mlflow_tracking import best_effort, log_metrics_flat
+        best_effort(f"the {prefix} metrics", lambda: log_metrics_flat(metrics, prefix=prefix))
     return metrics
 
 

@@ -47,7 +47,7 @@ import re
 import socket
 import urllib.parse
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from numbers import Real
 from pathlib import Path
@@ -116,6 +116,44 @@ def probe(uri: str, timeout: float = 2.0) -> bool:
         socket.create_connection(address, timeout=timeout).close()
         return True
     except OSError:
+        return False
+
+
+@contextmanager
+def _fail_fast() -> Iterator[None]:
+    """MLflow's HTTP client without its minutes of retries (the server is known down)."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                                             "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def best_effort(what: str, record: Callable[[], Any]) -> bool:
+    """Record something in MLflow once a stage's work is done and written: a tracking server
+    that is down or failing then costs a warning, never the stage (nor minutes of retries:
+    it is probed first). Returns whether it was recorded."""
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    reachable = probe(uri)
+    try:
+        if reachable:
+            record()
+        else:
+            with _fail_fast():  # still run it: mlflow's own bookkeeping (end_run) must happen
+                record()
+        return True
+    except Exception as e:  # noqa: BLE001 - any store failure: the outputs are on disk
+        why = f"the tracking server {uri} is unreachable" if not reachable else \
+            f"{type(e).__name__}: {str(e)[:200]}"
+        warnings.warn(f"{what}: not recorded in MLflow ({why}); the stage's outputs are on disk")
         return False
 
 
@@ -327,10 +365,10 @@ def stage_run(stage: str, cfg: TrackingConfig, params: Mapping[str, Any] | None 
     except KeyboardInterrupt:
         status = "KILLED"
         raise
-    finally:
-        mlflow.end_run(status)
+    finally:  # the work is done: a server gone meanwhile must not fail the stage now
+        best_effort(f"MLflow run {name} ({status})", lambda: mlflow.end_run(status))
         if owns_parent:
-            client.set_terminated(parent, status)
+            best_effort(f"MLflow parent run {parent}", lambda: client.set_terminated(parent, status))
 
 
 def parent_run_id(run_id: str | None = None) -> str | None:

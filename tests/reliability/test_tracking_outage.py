@@ -53,6 +53,8 @@ def _start_server(port: int, tmp: Path) -> subprocess.Popen:
 
 
 def _stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
     os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers
     try:
         proc.wait(timeout=30)
@@ -95,5 +97,30 @@ def test_an_outage_neither_stalls_training_nor_loses_a_metric(tmp_path, monkeypa
         assert logger.failed_sends <= 1  # the probe kept it from sending into the outage
         print(f"\nlongest log call during the outage {max(waits) * 1000:.1f} ms; "
               f"10 queued steps sent {replay:.1f} s after the restart; metrics lost: 0")
+    finally:
+        _stop_server(server)
+
+
+def test_a_server_gone_by_the_end_of_a_stage_costs_a_warning_not_the_stage(tmp_path, monkeypatch):
+    """The server dies while the stage works: recording its end (and anything else after the
+    work) warns in seconds instead of failing the finished stage after minutes of retries."""
+    from pgrpo.tracking.mlflow_tracking import TrackingConfig, best_effort, stage_run
+
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_server(port, tmp_path)
+    monkeypatch.delenv("PGRPO_PARENT_RUN_ID", raising=False)
+    try:
+        cfg = TrackingConfig(tracking_uri=uri, experiment="outage-end")
+        t0 = time.perf_counter()
+        with pytest.warns(UserWarning, match="not recorded in MLflow .*unreachable"):
+            with stage_run("prepare", cfg, params={"seed": 0}) as run:
+                _stop_server(server)
+                t0 = time.perf_counter()  # the work is done here; only the records are left
+                assert best_effort("the metrics", lambda: mlflow.log_metric("x", 1.0)) is False
+        seconds = time.perf_counter() - t0
+        assert run is not None and mlflow.active_run() is None  # mlflow's own state is clean
+        assert seconds < 30, f"the stage's end took {seconds:.0f} s"
+        print(f"\nstage end with the server gone: {seconds:.1f} s, warnings instead of a failure")
     finally:
         _stop_server(server)
