@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from pgrpo.stages import mechanism as mech
+from pgrpo.stages import mechanism_world
 from pgrpo.core.advantages import ADVANTAGE_ESTIMATORS, GroupRewardStats, pgrpo_advantages, register_advantage
 
 SEEDS = (0, 1, 2, 3)
@@ -41,7 +42,7 @@ def world(tmp_path_factory):
         prompts_per_step=8, num_generations=4, conditions=["clean"], seeds=list(SEEDS),
         optimizers=["adamw"], workers=1, work_dir=str(tmp / "work"),
         report_dir=str(tmp / "report"))
-    return cfg, mech.pretrain(cfg, TILT, tmp / "policy")
+    return cfg, mechanism_world.pretrain(cfg, TILT, tmp / "policy")
 
 
 def _cell(estimator: str, seed: int) -> mech.Cell:
@@ -70,7 +71,7 @@ def assert_stats_follow_rewards(cfg, cell: mech.Cell) -> None:
             (Path(cfg.work_dir) / "runs" / cell.name / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "train/reward" in r]
     assert len(rows) == cfg.steps
-    groups = [p.name for p in mech.personas(cfg)]
+    groups = [p.name for p in mechanism_world.personas(cfg)]
     for g in groups:
         seen = np.cumsum([r.get(f"train/batch_count/{g}", 0.0) for r in rows])
         counts = [r.get(f"train/group_count/{g}", 0.0) for r in rows]
