@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.pipeline import ParamsFile, RunName
-from pgrpo import registry
+from pgrpo.stages import registry
 from pgrpo.compare import check_shared_outputs, load_compare
 from tasks import compare as tasks
 from tasks import stages

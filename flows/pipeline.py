@@ -38,7 +38,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pgrpo import registry
+from pgrpo.stages import registry
 from pgrpo.core.config import merge_params, parse_sets, read_params
 from pgrpo.pipeline import PIPELINE_LOCK, check_params, lock_wait
 from pgrpo.run_lock import run_lock

@@ -124,8 +124,8 @@ def write_seed_params(params_file: str | Path, cfg: CompareConfig, seed: int) ->
 
 
 def check_shared_outputs() -> None:
-    """What training reads (pgrpo.registry) exists: the comparison trains on the pipeline's."""
-    from pgrpo import registry
+    """What training reads (pgrpo.stages.registry) exists: the comparison trains on the pipeline's."""
+    from pgrpo.stages import registry
 
     missing = [p for p in registry.stage("train_policy").paths("inputs", "any") if not p.exists()]
     if missing:

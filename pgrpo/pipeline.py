@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pgrpo import registry
+from pgrpo.stages import registry
 
 from pgrpo.core import paths
 from pgrpo.core.config import PolicyConfig, load_section, params_with_sets, policy_config, read_params
@@ -38,7 +38,7 @@ from pgrpo.run_lock import RunLocked, lock_name, run_lock
 
 PIPELINE_LOCK = "pipeline"  # the lock of the pipeline's own outputs (a flow holds it throughout)
 
-STAGES = registry.NAMES  # what each reads and writes: pgrpo.registry
+STAGES = registry.NAMES  # what each reads and writes: pgrpo.stages.registry
 
 
 def _check(stage: str, params_file: Path, algorithm: str | None) -> None:

@@ -36,7 +36,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from pgrpo import registry
+from pgrpo.stages import registry
 
 from pgrpo.core import paths
 from pgrpo.core.config import policy_config, read_params
@@ -53,7 +53,7 @@ NOT_TRANSIENT = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError
 # --------------------------------------------------------------------------- cache key
 
 def stage_params(stage: str, params_file: str | Path, algorithm: str | None = None) -> dict:
-    """The params entries the stage reads (pgrpo.registry: as dvc.yaml's `params`)."""
+    """The params entries the stage reads (pgrpo.stages.registry: as dvc.yaml's `params`)."""
     params = read_params(params_file)
     out = {}
     for name in registry.stage(stage).params_of(algorithm):
@@ -78,7 +78,7 @@ def stage_inputs(stage: str, params_file: str | Path, algorithm: str | None = No
 
 
 def stage_outputs(stage: str, params_file: str | Path, algorithm: str | None = None) -> list[Path]:
-    """What a stage writes, checkpoints aside (pgrpo.registry)."""
+    """What a stage writes, checkpoints aside (pgrpo.stages.registry)."""
     return registry.stage(stage).paths("outputs", algorithm)
 
 

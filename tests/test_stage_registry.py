@@ -1,4 +1,4 @@
-"""dvc.yaml says what the stage registry (pgrpo.registry) says, and its code deps are complete.
+"""dvc.yaml says what the stage registry (pgrpo.stages.registry) says, and its code deps are complete.
 
 The registry is the one description of the stages; dvc.yaml restates it in DVC's
 words, so here every stage's params, data deps and outputs are compared with it, and
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgrpo import registry
+from pgrpo.stages import registry
 from pgrpo.pipeline import STAGES
 from pgrpo.stage_code import stage_code
 

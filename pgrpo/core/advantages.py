@@ -102,12 +102,20 @@ def grpo_advantages(
         raise ValueError(f"scale must be 'group', 'batch' or 'none', got {scale!r}")
     # No contrast, no advantage: a lone completion, or a prompt whose rewards are
     # all equal (exactly 0, not rounding residue of the mean, and not 0/0 at eps=0).
-    v = rewards.to(torch.float64)
-    lo = torch.full_like(n, math.inf).scatter_reduce(0, inverse, v, "amin")
-    hi = torch.full_like(n, -math.inf).scatter_reduce(0, inverse, v, "amax")
-    has_contrast = (n > 1) & (hi > lo)
+    has_contrast = prompt_contrast(rewards, prompt_ids)[1]
     adv = torch.where(has_contrast[inverse], adv, torch.zeros_like(adv))
     return adv.to(rewards.dtype)
+
+
+def prompt_contrast(rewards: Tensor, prompt_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """(sorted unique prompt ids, bool per prompt): has the prompt two completions whose
+    rewards differ? Exact comparison of min and max, so equal rewards are never 'contrast'
+    by rounding. Without it GRPO has nothing to learn from the prompt."""
+    uniq, inverse = torch.unique(prompt_ids, return_inverse=True)
+    v = rewards.to(torch.float64)
+    lo = torch.full((len(uniq),), math.inf, dtype=torch.float64).scatter_reduce(0, inverse, v, "amin")
+    hi = torch.full((len(uniq),), -math.inf, dtype=torch.float64).scatter_reduce(0, inverse, v, "amax")
+    return uniq, hi > lo
 
 
 class GroupRewardStats:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pgrpo.core.advantages import GroupRewardStats
+from pgrpo.core.advantages import GroupRewardStats, prompt_contrast
 
 
 def group_metrics(rewards: Tensor, prompt_ids: Tensor, group_ids: Tensor, adv: Tensor, finite: Tensor,
@@ -24,10 +24,8 @@ def group_metrics(rewards: Tensor, prompt_ids: Tensor, group_ids: Tensor, adv: T
         "train/nan_rewards": float((~finite).sum()),
     }
     # Prompts whose completions all scored the same: GRPO gives them no signal.
-    uniq, inv = torch.unique(q, return_inverse=True)
-    lo = torch.full((len(uniq),), float("inf"), dtype=torch.float64).scatter_reduce(0, inv, r, "amin")
-    hi = torch.full((len(uniq),), float("-inf"), dtype=torch.float64).scatter_reduce(0, inv, r, "amax")
-    m["train/zero_std_frac"] = (lo == hi).double().mean().item() if len(uniq) else 0.0
+    uniq, contrast = prompt_contrast(r, q)
+    m["train/zero_std_frac"] = (~contrast).double().mean().item() if len(uniq) else 0.0
     for gid in torch.unique(p).tolist():
         sel = p == gid
         m[f"train/reward/{group_names[gid]}"] = r[sel].mean().item()

@@ -109,10 +109,15 @@ class EvalConfig(Section):
 
 # ------------------------------------------------------------------ inputs
 
-def _need(path: Path, what: str, stage: str) -> Path:
+def _need(path: Path, what: str, default: Path, algorithm: str | None = None) -> Path:
+    """`path` exists, else an error naming the stage that writes it (pgrpo.stages.registry, by the
+    default path it has in the pipeline)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: {what}, written by the {stage} stage "
-                                f"(python -m pgrpo.pipeline {stage.split()[0]})")
+        from pgrpo.stages.registry import writer_of  # leaf module: only the stage table
+
+        stage = writer_of(default) + (f" --algorithm {algorithm}" if algorithm else "")
+        raise FileNotFoundError(f"{path} does not exist: {what}, written by the "
+                                f"{stage.split()[0]} stage (python -m pgrpo.pipeline {stage})")
     return path
 
 
@@ -121,14 +126,15 @@ def check_inputs(processed_dir: Path, reward_dir: Path, policy_root: Path,
     """Every input exists, before anything is loaded or written."""
     if not algorithms:
         raise ValueError("no algorithms to evaluate (params.yaml section `algorithms` is empty)")
-    for name, stage in [("prompts.parquet", "prepare"), ("judge.parquet", "prepare"),
-                        ("groups.parquet", "assign_groups")]:
-        _need(processed_dir / name, "an input table", stage)
-    _need(reward_dir / "config.json", "the learned reward model", "train_reward")
+    for name in ("prompts.parquet", "judge.parquet", "groups.parquet"):
+        _need(processed_dir / name, "an input table", paths.PROCESSED / name)
+    _need(reward_dir / "config.json", "the learned reward model", paths.MODELS / "reward")
     for alg in algorithms:
-        stage = f"train_policy --algorithm {alg}"
-        _need(policy_root / alg / "model" / "config.json", f"the policy of {alg!r}", stage)
-        _need(policy_root / alg / "metrics.jsonl", f"the training metrics of {alg!r}", stage)
+        policy = paths.policy_dir(alg)
+        _need(policy_root / alg / "model" / "config.json", f"the policy of {alg!r}",
+              policy / "model", alg)
+        _need(policy_root / alg / "metrics.jsonl", f"the training metrics of {alg!r}",
+              policy / "metrics.jsonl", alg)
 
 
 def eval_role(prompt_id: str) -> str:

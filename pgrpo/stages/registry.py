@@ -1,6 +1,6 @@
 """The pipeline's stages, said once: what each one reads, writes and is for.
 
-    from pgrpo.registry import STAGES, stage, plan, writer_of
+    from pgrpo.stages.registry import STAGES, stage, plan, writer_of
     stage("train_reward").inputs        # ('data/processed/pairs.parquet', ...)
     plan(["pgrpo", "grpo"])             # [('prepare', None), ..., ('train_policy', 'pgrpo'), ...]
     before("train_policy")              # ['prepare', 'assign_groups', 'train_reward']
