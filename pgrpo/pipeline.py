@@ -215,7 +215,7 @@ def _train_reward(cfgs, algorithm, track, **where) -> dict:
                       "rm", track)
     if track and track.log_models:
         from pgrpo.tracking.mlflow_models import log_reward_model
-        from pgrpo.tracking.mlflow_tracking import best_effort
+        from pgrpo.tracking.server import best_effort
         best_effort("the reward model", lambda: log_reward_model(out, register=track.register_models))
     return metrics
 
@@ -244,7 +244,8 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
     if track:
         from pgrpo.core.metric_log import read_metrics
         from pgrpo.stages.plots import plot_group_rewards
-        from pgrpo.tracking.mlflow_tracking import best_effort, log_figure
+        from pgrpo.tracking.mlflow_tracking import log_figure
+        from pgrpo.tracking.server import best_effort
         # A temp folder: the figure is for the MLflow run only, not a DVC output.
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_group_rewards({algorithm: read_metrics(out / "metrics.jsonl")},
@@ -265,7 +266,7 @@ def _evaluate(cfgs, algorithm, track, policy_root: Path, reports_dir: Path) -> d
     results = evaluate(eval_cfg, policy, algorithms, paths.PROCESSED, paths.MODELS / "reward",
                        policy_root, reports_dir)
     if track:
-        from pgrpo.tracking.mlflow_tracking import best_effort
+        from pgrpo.tracking.server import best_effort
         best_effort("the evaluation", lambda: _record_evaluation(results, track, reports_dir))
     return results
 
@@ -297,7 +298,8 @@ def _code_hashes(stage: str) -> dict[str, str]:
 
 def _logged(metrics: dict, prefix: str, track) -> dict:
     if track:
-        from pgrpo.tracking.mlflow_tracking import best_effort, log_metrics_flat
+        from pgrpo.tracking.mlflow_tracking import log_metrics_flat
+        from pgrpo.tracking.server import best_effort
         best_effort(f"the {prefix} metrics", lambda: log_metrics_flat(metrics, prefix=prefix))
     return metrics
 

@@ -24,7 +24,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from pgrpo.tracking.mlflow_tracking import _active_run_id, flatten_metrics, probe
+from pgrpo.tracking.mlflow_tracking import _active_run_id, flatten_metrics
+from pgrpo.tracking.server import probe
 
 MAX_BATCH = 1000  # MLflow's metrics per log_batch
 

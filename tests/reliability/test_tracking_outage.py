@@ -104,7 +104,8 @@ def test_an_outage_neither_stalls_training_nor_loses_a_metric(tmp_path, monkeypa
 def test_a_server_gone_by_the_end_of_a_stage_costs_a_warning_not_the_stage(tmp_path, monkeypatch):
     """The server dies while the stage works: recording its end (and anything else after the
     work) warns in seconds instead of failing the finished stage after minutes of retries."""
-    from pgrpo.tracking.mlflow_tracking import TrackingConfig, best_effort, stage_run
+    from pgrpo.tracking.mlflow_tracking import TrackingConfig, stage_run
+    from pgrpo.tracking.server import best_effort
 
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"

@@ -46,7 +46,7 @@ def test_a_dead_tracking_uri_fails_a_stage_in_seconds_with_one_line(tmp_path):
 
 
 def test_local_stores_need_no_server():
-    from pgrpo.tracking.mlflow_tracking import check_reachable
+    from pgrpo.tracking.server import check_reachable
 
     for uri in ("sqlite:///x.db", "file:///tmp/mlruns", "/tmp/mlruns", "databricks"):
         check_reachable(uri)  # nothing to connect to: passes
