@@ -39,7 +39,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pgrpo.stages import registry
-from pgrpo.core.config import merge_params, parse_sets, read_params
+from pgrpo.core.config import merge_params, parse_sets, read_params, write_params
 from pgrpo.pipeline import PIPELINE_LOCK, check_params, lock_wait
 from pgrpo.run_lock import run_lock
 from tasks import stages
@@ -131,9 +131,8 @@ def effective_params_file(p: PipelineParams) -> tuple[str, bool]:
     if effective == read_params(p.params_file):
         return p.params_file, False
     fd, tmp = tempfile.mkstemp(prefix="pgrpo-flow-params-", suffix=".yaml")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(f"# {p.params_file} with the flow's overrides (flows/pipeline.py)\n")
-        yaml.safe_dump(effective, f, sort_keys=False)
+    os.close(fd)
+    write_params(effective, tmp, f"# {p.params_file} with the flow's overrides (flows/pipeline.py)\n")
     return tmp, True
 
 

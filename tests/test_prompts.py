@@ -56,3 +56,17 @@ def test_random_groups_shuffle_users_not_prompts_and_keep_sizes(tables):
     assert torch.equal(r.group_ids, ps.group_ids)  # rewards still use the true groups
     assert torch.equal(r.subset([3, 0]).advantage_groups, r.norm_group_ids[[3, 0]])
     assert torch.equal(ps.advantage_groups, ps.group_ids)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_table_columns_match_the_full_read_in_every_format(tmp_path, suffix):
+    from pgrpo.core.io import read_table, table_columns
+
+    df = pd.DataFrame({"prompt_id": ["a", "b"], "user_id": ["u1", "u2"], "prompt": ["x", "y"]})
+    path = tmp_path / f"prompts{suffix}"
+    {".parquet": lambda: df.to_parquet(path, index=False),
+     ".csv": lambda: df.to_csv(path, index=False),
+     ".jsonl": lambda: df.to_json(path, orient="records", lines=True)}[suffix]()
+    assert table_columns(path) == list(read_table(path).columns) == list(df.columns)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        table_columns(tmp_path / f"absent{suffix}")

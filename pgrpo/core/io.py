@@ -59,3 +59,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if path.suffix == ".jsonl":
         return pd.read_json(path, lines=True)
     raise ValueError(f"table {path}: expected .parquet, .csv or .jsonl")
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """A table's column names, reading as little as its format allows (a parquet file's
+    schema only: the prompt table is checked before every stage)."""
+    path = Path(path)
+    if path.suffix == ".parquet" and path.is_file():
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    if path.suffix == ".csv" and path.is_file():
+        return list(pd.read_csv(path, nrows=0).columns)
+    return list(read_table(path).columns)

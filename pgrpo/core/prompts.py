@@ -126,9 +126,9 @@ def prompt_table_problems(source: str, reward: str, groups: str | Path | None) -
     path = Path(source)
     if source == "builtin" or not path.is_file():
         return []
-    from pgrpo.core.io import read_table
+    from pgrpo.core.io import table_columns
 
-    columns = set(read_table(path).columns)
+    columns = set(table_columns(path))
     needed = ["prompt", *REWARD_COLUMNS.get(reward, [])]
     needed.append("user_id" if groups is not None else "group")
     missing = [c for c in dict.fromkeys(needed) if c not in columns]

@@ -32,16 +32,21 @@ def _server_address(uri: str) -> tuple[str, int] | None:
     return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
 
 
-def probe(uri: str, timeout: float = 2.0) -> bool:
-    """True if the tracking server accepts a connection (always True for local stores)."""
+def _refusal(uri: str, timeout: float) -> OSError | None:
+    """Why the tracking server refuses a TCP connection; None if it accepts (or is a local store)."""
     address = _server_address(uri)
     if address is None:
-        return True
+        return None
     try:
         socket.create_connection(address, timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+        return None
+    except OSError as e:
+        return e
+
+
+def probe(uri: str, timeout: float = 2.0) -> bool:
+    """True if the tracking server accepts a connection (always True for local stores)."""
+    return _refusal(uri, timeout) is None
 
 
 @contextmanager
@@ -85,16 +90,11 @@ def best_effort(what: str, record: Callable[[], Any]) -> bool:
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast on an http(s) tracking URI nobody listens at (MLflow's own client retries
     for minutes first). Local stores (sqlite, file) need no server and pass."""
-    address = _server_address(uri)
-    if address is None:
-        return
-    parsed = urllib.parse.urlparse(uri)
-    port = address[1]
-    try:
-        socket.create_connection(address, timeout=timeout).close()
-    except OSError as e:
+    e = _refusal(uri, timeout)
+    if e is not None:
+        host, port = _server_address(uri)
         raise TrackingUnreachable(
             f"MLflow tracking server {uri} is unreachable ({e.strerror or e}). Start it "
-            f"(`mlflow server --host {parsed.hostname} --port {port}`), point "
+            f"(`mlflow server --host {host} --port {port}`), point "
             "tracking.tracking_uri or $MLFLOW_TRACKING_URI at one that runs, or set "
             "tracking.enabled: false to run without tracking.") from None
