@@ -49,7 +49,10 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
     seconds = time.perf_counter() - t0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     curve = {r["step"]: r["judge/mean_reward"] for r in rows if "judge/mean_reward" in r}
-    by_group = {k.split("/")[-1]: v for k, v in rows[-1].items() if k.startswith("judge/reward/")}
+    judged = [r for r in rows if "judge/mean_reward" in r]
+    start_by_group, by_group = (
+        {k.split("/")[-1]: v for k, v in r.items() if k.startswith("judge/reward/")}
+        for r in (judged[0], judged[-1]))
     # KL to the base on the same validation prompts, sampled from the trained policy
     val = eval_prompts(PROCESSED / "prompts.parquet", PROCESSED / "groups.parquet", per_group,
                        SEED, role="val")
@@ -59,20 +62,29 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
         _, kl = run_policy(model.eval(), tok, base.eval(), val,
                            EvalConfig(samples_per_prompt=samples, device="cpu"), cfg)
     return {"name": name, "algorithm": algorithm, "overrides": overrides, "steps": steps,
-            "judge_curve": curve, "final_by_group": by_group, "kl_to_base": kl,
+            "judge_curve": curve, "start_by_group": start_by_group, "final_by_group": by_group,
+            "kl_to_base": kl,
             "train_seconds": round(seconds, 1),
             "val_prompts": len(val), "samples_per_prompt": samples}
 
 
 def table(path: Path) -> str:
-    lines = ["| variant | algorithm | judge at step 0 | final | gain | KL to base | train s |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    """One row per run; the worst group is the one whose judge reward fell most from step 0
+    (what the evaluate stage's rule calls harm, here without an interval)."""
+    lines = ["| variant | algorithm | judge at step 0 | final | gain | worst group (change) "
+             "| KL to base | train s |", "|---|---|---:|---:|---:|---|---:|---:|"]
     for line in path.read_text().splitlines():
         r = json.loads(line)
         c = {int(k): v for k, v in r["judge_curve"].items()}
         first, last = c[min(c)], c[max(c)]
+        worst = "–"
+        if r.get("start_by_group"):
+            change = {g: v - r["start_by_group"][g] for g, v in r["final_by_group"].items()}
+            g = min(change, key=change.get)
+            worst = f"{g} ({change[g]:+.2f})"
         lines.append(f"| {r['name']} | {r['algorithm']} | {first:.3f} | {last:.3f} | "
-                     f"{last - first:+.3f} | {r['kl_to_base']:.3f} | {r['train_seconds']:.0f} |")
+                     f"{last - first:+.3f} | {worst} | {r['kl_to_base']:.3f} | "
+                     f"{r['train_seconds']:.0f} |")
     return "\n".join(lines)
 
 

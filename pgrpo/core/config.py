@@ -50,7 +50,7 @@ class PolicyConfig(Section):
         "assigned", description="random: shuffled group labels for the advantage (the paper's ablation)")
     # rollouts
     steps: int = Field(8, ge=1, description="optimizer rounds; each samples a fresh batch")
-    prompts_per_step: int = Field(4, ge=1, description="prompts per step per process")
+    prompts_per_step: int = Field(8, ge=1, description="prompts per step per process")
     num_generations: int = Field(6, ge=1, description="G: completions sampled per prompt")
     max_new_tokens: int = Field(40, ge=1)
     temperature: float = Field(1.0, gt=0)
@@ -66,7 +66,7 @@ class PolicyConfig(Section):
     optimizer: Literal["adamw", "sgd"] = Field(
         "adamw", description="adamw; sgd (plain, no momentum) is the control where Adam's "
         "per-parameter scaling could hide an advantage's scale (DESIGN.md section 1)")
-    lr: float = Field(3e-5, gt=0, description="learning rate")
+    lr: float = Field(2e-5, gt=0, description="learning rate")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant")
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
