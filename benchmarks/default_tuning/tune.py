@@ -11,6 +11,7 @@ running on the machine:
     python benchmarks/default_tuning/tune.py lr2e-5_b0.04 lr=2e-5 beta=0.04 steps=12
     python benchmarks/default_tuning/tune.py judge_lr2e-5 reward=judge lr=2e-5 steps=12
     python benchmarks/default_tuning/tune.py --table        # the table of every run so far
+    python benchmarks/default_tuning/tune.py --table benchmarks/default_tuning/results_2026-12-02.jsonl
 """
 
 from __future__ import annotations
@@ -104,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=4, help="judge every k steps (and at 0, last)")
     p.add_argument("--per_group", type=int, default=4, help="validation prompts per group")
     p.add_argument("--samples", type=int, default=2, help="judge samples per prompt")
-    p.add_argument("--table", action="store_true", help="print the table of runs.jsonl")
+    p.add_argument("--table", nargs="?", const=OUT / "runs.jsonl", type=Path, metavar="JSONL",
+                   help="print the table of runs.jsonl (or of a results file given here)")
     a = p.parse_args(argv)
     runs = OUT / "runs.jsonl"
     if a.table:
-        print(table(runs))
+        print(table(a.table))
         return 0
     if not a.name:
         p.error("a variant name is needed (or --table)")
