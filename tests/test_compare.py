@@ -18,7 +18,7 @@ import yaml
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from pgrpo.compare import CompareConfig, load_compare
-from pgrpo.stages.compare_summary import render_comparison, summarize_runs, verdict
+from pgrpo.stages.compare_summary import NOT_JUDGED, render_comparison, summarize_runs, verdict
 from pgrpo.stages.metrics import t_interval
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (tables)
@@ -102,6 +102,28 @@ def test_verdicts_follow_the_interval():
                     if c["difference"] == "pgrpo - pgrpo_random")
     assert ablation["verdict"] == "supported"
     assert verdict({"ci_low": None, "ci_high": None}) == "not resolved"
+
+
+def test_convergence_is_judged_only_from_judge_curves_in_every_run():
+    def auc_claim(runs):
+        return next(c for c in summarize_runs(runs)["claims"] if c["metric"] == "auc")
+
+    runs = _runs([0.2, 0.21, 0.19])
+    for k, m in enumerate(runs.values()):  # pgrpo's curve clearly above grpo's in every run
+        for g in m["algorithms"]["pgrpo"]["groups"].values():
+            g["auc"] = 0.9 + 0.01 * k
+    # no curve_source (learned reward on training batches): a hacked reward could do this
+    assert auc_claim(runs)["verdict"] == NOT_JUDGED
+    for m in runs.values():
+        m["curve_source"] = {"grpo": "judge", "pgrpo": "judge", "pgrpo_random": "judge"}
+    assert auc_claim(runs)["verdict"] == "supported"
+    # one run without the judge curve is enough to withhold the verdict
+    next(iter(runs.values()))["curve_source"]["pgrpo"] = "training reward"
+    s = summarize_runs(runs)
+    assert auc_claim(runs)["verdict"] == NOT_JUDGED
+    assert s["curve_source"] == {"grpo": "judge", "pgrpo": "training reward",
+                                 "pgrpo_random": "judge"}
+    assert "pgrpo: the learned reward on training batches" in render_comparison(s)
 
 
 def test_claims_need_their_algorithms_and_the_report_renders():

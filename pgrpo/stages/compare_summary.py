@@ -13,7 +13,10 @@ of held-out prompts, which every run shares: it says whether the difference woul
 for another training seed on this evaluation set.
 
 Claims checked (those whose algorithms are present), each "supported" when the
-interval of the difference lies above 0, "contradicted" below 0, else "not resolved":
+interval of the difference lies above 0, "contradicted" below 0, else "not resolved".
+The convergence claim reads the judge's curves on validation prompts (policy.judge_every
+> 0, pgrpo.stages.judge_curve); where any run has only the learned reward's curve on its
+training batches, which a policy can raise by hacking the reward, it is "not judged":
     method - reference   mean reward over groups, minority groups, worst group, and the
                          area under the per-group training curve (convergence speed)
     method - ablation    mean reward over groups (random labels should remove the gain)
@@ -81,6 +84,18 @@ def _interval(values: list, level: float) -> dict:
             "missing": len(values) - len(x)}
 
 
+NOT_JUDGED = "not judged (no judge curve: set policy.judge_every)"
+
+
+def curve_sources(runs: Mapping[str, dict]) -> dict[str, str]:
+    """Per algorithm, what its convergence numbers read in every run: "judge" (held-out
+    validation prompts) or "training reward" (the learned reward on training batches; also
+    what a run before curve_source existed reports)."""
+    algs = next(iter(runs.values()))["algorithms"]
+    return {a: "judge" if all((m.get("curve_source") or {}).get(a) == "judge"
+                              for m in runs.values()) else "training reward" for a in algs}
+
+
 def verdict(diff: dict) -> str:
     if diff["ci_low"] is not None and diff["ci_low"] > 0:
         return "supported"
@@ -129,12 +144,15 @@ def summarize_runs(runs: Mapping[str, dict], reference: str = "grpo", method: st
                     **{k: paired(a, b, k) for k in HEADLINE},
                     "groups": {g: paired_group(a, b, g) for g in sizes}}
     claims = []
+    sources = curve_sources(runs)
 
     def claim(text: str, a: str, b: str, k: str, sign: int = 1) -> None:
         if a in algs and b in algs and a != b:
             d = paired(a, b, k) if sign > 0 else paired(b, a, k)
+            judged = k != "auc" or sources.get(a) == sources.get(b) == "judge"
             claims.append({"claim": text, "difference": f"{a if sign > 0 else b} - "
-                           f"{b if sign > 0 else a}", "metric": k, **d, "verdict": verdict(d)})
+                           f"{b if sign > 0 else a}", "metric": k, **d,
+                           "verdict": verdict(d) if judged else NOT_JUDGED})
 
     claim(f"{method} reaches a higher judge reward than {reference} (mean over groups)",
           method, reference, "mean_reward")
@@ -143,7 +161,7 @@ def summarize_runs(runs: Mapping[str, dict], reference: str = "grpo", method: st
     claim(f"{method} lifts the worst group above {reference}'s", method, reference,
           "worst_group_reward")
     claim(f"{method} converges faster than {reference} (larger area under the per-group "
-          "training reward curve)", method, reference, "auc")
+          "judge curve on validation prompts)", method, reference, "auc")
     claim(f"random groups remove the gain: {method} beats {ablation}", method, ablation,
           "mean_reward")
     claim(f"{method} keeps general capability at least as well as {reference} (neutral-text "
@@ -151,8 +169,8 @@ def summarize_runs(runs: Mapping[str, dict], reference: str = "grpo", method: st
     return {"runs": list(runs), "n_runs": len(runs), "level": level, "groups": sizes,
             "majority_group": majority, "steps_key": key, "reference": reference,
             "method": method, "ablation": ablation, "judge": first["judge"],
-            "settings": first["settings"], "policies": out_pol, "differences": diffs,
-            "claims": claims}
+            "settings": first["settings"], "curve_source": sources, "policies": out_pol,
+            "differences": diffs, "claims": claims}
 
 
 # ------------------------------------------------------------------ markdown
@@ -174,6 +192,15 @@ def _ci(d: dict, digits: int = 3, signed: bool = False) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [*markdown_table(header, rows), ""]
+
+
+def _sources_text(sources: dict[str, str]) -> str:
+    what = {"judge": "the judge on held-out validation prompts",
+            "training reward": "the learned reward on training batches (hackable: no verdict)"}
+    kinds = set(sources.values())
+    if len(kinds) == 1:
+        return what[kinds.pop()]
+    return "; ".join(f"{a}: {what[k]}" for a, k in sources.items())
 
 
 def render_comparison(s: dict) -> str:
@@ -209,7 +236,7 @@ def render_comparison(s: dict) -> str:
     algs = [p for p in names if p != "base"]
     lines += [(f"## Convergence: {key} (step reaching {key.rsplit('_', 1)[-1]}% of the training "
               "reward gain) / area under the training curve"), "",
-              ("From the per-step batch reward of the learned reward model. (k/n): the step was "
+              (f"Curves read: {_sources_text(s.get('curve_source') or {})}. (k/n): the step was "
               "defined in k of n runs (a group without gain or without batches has none)."), ""]
     lines += _table(["group", *algs],
                     [[g, *(f"{_ci(pols[a]['groups'][g][key], 1)} / "
