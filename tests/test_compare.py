@@ -81,6 +81,8 @@ def test_paired_differences_and_interval_by_hand():
     assert claim["mean"] == pytest.approx(0.2)
     assert (claim["ci_low"], claim["ci_high"]) == pytest.approx((0.2 - half, 0.2 + half))
     assert claim["verdict"] == "not resolved"  # 0.2 - 0.248 < 0
+    # 4 seeds would do if mean and sd held: t(3) * 0.1 / 2 = 0.159 < 0.2
+    assert claim["seeds_to_resolve"] == 4
     # mean over 3 groups moves by 2/3 of the gain
     mean_claim = next(c for c in s["claims"] if c["metric"] == "mean_reward"
                       and c["difference"] == "pgrpo - grpo")

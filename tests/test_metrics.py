@@ -258,3 +258,21 @@ def test_helps_users_applies_the_rule(policy, verdict, harmed):
     out = helps_users(policy, BASE, kl_limit=0.1)
     assert out["verdict"] == verdict and out["harmed_groups"] == harmed
     assert out["verdict_score"] == {"helps": 1, "unresolved": 0, "harms": -1}[verdict]
+
+
+def test_seeds_to_resolve_against_the_t_quantiles_by_hand():
+    from scipy.stats import t as student_t
+
+    from pgrpo.stages.metrics import seeds_to_resolve
+
+    # mean 0.2, sd 0.1: n = 3 gives 4.303 * 0.1 / sqrt(3) = 0.248 > 0.2, n = 4 gives 0.159
+    assert seeds_to_resolve([0.1, 0.2, 0.3]) == 4
+    assert seeds_to_resolve([-0.1, -0.2, -0.3]) == 4  # the sign does not matter
+    # a small mean against a large spread: the smallest n with t_{n-1} sd / sqrt(n) < |mean|
+    values = [0.05, -0.15, 0.25]
+    mean, sd = np.mean(values), np.std(values, ddof=1)
+    n = seeds_to_resolve(values)
+    assert student_t.ppf(0.975, n - 1) * sd / np.sqrt(n) < mean
+    assert student_t.ppf(0.975, n - 2) * sd / np.sqrt(n - 1) >= mean
+    assert seeds_to_resolve([0.001, -0.2, 0.2]) is None  # > 100 seeds
+    assert seeds_to_resolve([0.2]) is None and seeds_to_resolve([0.1, -0.1]) is None

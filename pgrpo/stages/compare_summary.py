@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pgrpo.stages.metrics import t_interval
+from pgrpo.stages.metrics import seeds_to_resolve, t_interval
 from pgrpo.stages.report import markdown_table
 
 # Per-policy headline numbers of metrics.json, averaged over runs.
@@ -126,9 +126,12 @@ def summarize_runs(runs: Mapping[str, dict], reference: str = "grpo", method: st
         out_pol[p] = {"groups": groups,
                       **{k: _interval([h[k] for h in heads[p]], level) for k in HEADLINE}}
 
+    def paired_values(a: str, b: str, k: str) -> list[float | None]:
+        return [None if x[k] is None or y[k] is None else x[k] - y[k]
+                for x, y in zip(heads[a], heads[b])]
+
     def paired(a: str, b: str, k: str) -> dict:
-        return _interval([None if x[k] is None or y[k] is None else x[k] - y[k]
-                          for x, y in zip(heads[a], heads[b])], level)
+        return _interval(paired_values(a, b, k), level)
 
     def paired_group(a: str, b: str, g: str) -> dict:
         xs = [_num(r["groups"][g]["reward"]) for r in policies[a]]
@@ -148,11 +151,12 @@ def summarize_runs(runs: Mapping[str, dict], reference: str = "grpo", method: st
 
     def claim(text: str, a: str, b: str, k: str, sign: int = 1) -> None:
         if a in algs and b in algs and a != b:
-            d = paired(a, b, k) if sign > 0 else paired(b, a, k)
+            a, b = (a, b) if sign > 0 else (b, a)
+            d, values = paired(a, b, k), [v for v in paired_values(a, b, k) if v is not None]
             judged = k != "auc" or sources.get(a) == sources.get(b) == "judge"
-            claims.append({"claim": text, "difference": f"{a if sign > 0 else b} - "
-                           f"{b if sign > 0 else a}", "metric": k, **d,
-                           "verdict": verdict(d) if judged else NOT_JUDGED})
+            claims.append({"claim": text, "difference": f"{a} - {b}", "metric": k, **d,
+                           "verdict": verdict(d) if judged else NOT_JUDGED,
+                           "seeds_to_resolve": seeds_to_resolve(values, level)})
 
     claim(f"{method} reaches a higher judge reward than {reference} (mean over groups)",
           method, reference, "mean_reward")
@@ -194,6 +198,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [*markdown_table(header, rows), ""]
 
 
+def _seeds(claim: dict) -> str:
+    if claim["n"] < 2 or claim["verdict"] == NOT_JUDGED:
+        return "–"  # no spread over seeds to plan with, or nothing to resolve
+    n = claim.get("seeds_to_resolve")
+    return "> 100" if n is None else str(n)
+
+
 def _sources_text(sources: dict[str, str]) -> str:
     what = {"judge": "the judge on held-out validation prompts",
             "training reward": "the learned reward on training batches (hackable: no verdict)"}
@@ -213,9 +224,14 @@ def render_comparison(s: dict) -> str:
              f"over runs with {pct}% Student-t intervals (df = {s['n_runs'] - 1}); differences "
              "are paired within a run. The intervals cover training randomness, not the choice "
              "of held-out prompts."), "", "## The claims", ""]
-    lines += _table(["claim", "difference", "estimate [CI]", "verdict"],
+    lines += _table(["claim", "difference", "estimate [CI]", "verdict",
+                     "seeds that would resolve it*"],
                     [[c["claim"], f"{c['difference']} ({c['metric']})", _ci(c, signed=True),
-                      f"**{c['verdict']}**"] for c in s["claims"]])
+                      f"**{c['verdict']}**", _seeds(c)]
+                     for c in s["claims"]])
+    lines += [("\\* if the estimate and its spread over seeds held: the smallest number of seeds "
+               f"whose {pct}% interval would exclude 0 (a planning number, not a result; "
+               "'> 100' = the estimate is too small against its spread)."), ""]
     lines += ["## Headline", ""]
     rows = [[p, *(_ci(pols[p][k]) for k in ("mean_reward", "minority_reward",
                                              "majority_reward", "worst_group_reward")),

@@ -368,3 +368,19 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
         return mean, math.nan, math.nan
     half = float(student_t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return mean, mean - half, mean + half
+
+
+def seeds_to_resolve(values: Sequence[float], level: float = 0.95, max_n: int = 100) -> int | None:
+    """Smallest number of runs n whose Student-t interval, mean -/+ t_{n-1} * sd / sqrt(n),
+    would exclude 0 if the observed mean and sd held: a planning number for "how many seeds
+    would tell these apart", not a result. None: fewer than 2 values, mean 0, or above max_n."""
+    from scipy.stats import t as student_t
+
+    x = _finite(values, "seeds_to_resolve")
+    if x.size < 2 or x.mean() == 0:
+        return None
+    mean, sd = abs(float(x.mean())), float(x.std(ddof=1))
+    for n in range(2, max_n + 1):
+        if student_t.ppf((1 + level) / 2, n - 1) * sd / math.sqrt(n) < mean:
+            return n
+    return None
