@@ -26,10 +26,8 @@ DVC and Prefect never disagree:
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,7 +37,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pgrpo.stages import registry
-from pgrpo.core.config import merge_params, parse_sets, read_params, write_params
+from pgrpo.core.config import merge_params, parse_sets, read_params, write_temp_params
 from pgrpo.pipeline import PIPELINE_LOCK, check_params, lock_wait
 from pgrpo.run_lock import run_lock
 from tasks import stages
@@ -130,10 +128,9 @@ def effective_params_file(p: PipelineParams) -> tuple[str, bool]:
     effective = p.effective()
     if effective == read_params(p.params_file):
         return p.params_file, False
-    fd, tmp = tempfile.mkstemp(prefix="pgrpo-flow-params-", suffix=".yaml")
-    os.close(fd)
-    write_params(effective, tmp, f"# {p.params_file} with the flow's overrides (flows/pipeline.py)\n")
-    return tmp, True
+    tmp = write_temp_params(effective, f"# {p.params_file} with the flow's overrides "
+                            "(flows/pipeline.py)\n", prefix="pgrpo-flow-params-")
+    return str(tmp), True
 
 
 # --------------------------------------------------------------------------- DVC

@@ -49,8 +49,8 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
     train_policy(cfg, out, hooks=[hook])
     seconds = time.perf_counter() - t0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    curve = {r["step"]: r["judge/mean_reward"] for r in rows if "judge/mean_reward" in r}
     judged = [r for r in rows if "judge/mean_reward" in r]
+    curve = {r["step"]: r["judge/mean_reward"] for r in judged}
     start_by_group, by_group = (
         {k.split("/")[-1]: v for k, v in r.items() if k.startswith("judge/reward/")}
         for r in (judged[0], judged[-1]))
@@ -72,8 +72,8 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
 def table(path: Path) -> str:
     """One row per run; the worst group is the one whose judge reward fell most from step 0
     (what the evaluate stage's rule calls harm, here without an interval)."""
-    lines = ["| variant | algorithm | judge at step 0 | final | gain | worst group (change) "
-             "| KL to base | train s |", "|---|---|---:|---:|---:|---|---:|---:|"]
+    lines = [("| variant | algorithm | judge at step 0 | final | gain | worst group (change) "
+              "| KL to base | train s |"), "|---|---|---:|---:|---:|---|---:|---:|"]
     for line in path.read_text().splitlines():
         r = json.loads(line)
         c = {int(k): v for k, v in r["judge_curve"].items()}

@@ -195,13 +195,19 @@ def params_with_sets(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -
     if not sets:
         yield Path(path)
         return
-    params = load_params(path, sets)
-    fd, tmp = tempfile.mkstemp(prefix="pgrpo-params-", suffix=".yaml")
-    os.close(fd)
+    tmp = write_temp_params(load_params(path, sets), f"# {path} with --set {' '.join(sets)}\n")
     try:
-        yield write_params(params, tmp, f"# {path} with --set {' '.join(sets)}\n")
+        yield tmp
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def write_temp_params(params: dict[str, Any], header: str, prefix: str = "pgrpo-params-") -> Path:
+    """A complete params file in the temp folder (the caller removes it): what a run with
+    overrides reads, so that params.yaml is never touched."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".yaml")
+    os.close(fd)
+    return write_params(params, tmp, header)
 
 
 def write_params(params: dict[str, Any], path: str | Path, header: str = "") -> Path:

@@ -152,7 +152,8 @@ def summarize_runs(runs: Mapping[str, dict], reference: str = "grpo", method: st
     def claim(text: str, a: str, b: str, k: str, sign: int = 1) -> None:
         if a in algs and b in algs and a != b:
             a, b = (a, b) if sign > 0 else (b, a)
-            d, values = paired(a, b, k), [v for v in paired_values(a, b, k) if v is not None]
+            raw = paired_values(a, b, k)
+            d, values = _interval(raw, level), [v for v in raw if v is not None]
             judged = k != "auc" or sources.get(a) == sources.get(b) == "judge"
             claims.append({"claim": text, "difference": f"{a} - {b}", "metric": k, **d,
                            "verdict": verdict(d) if judged else NOT_JUDGED,
