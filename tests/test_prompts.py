@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pgrpo.core.prompts import load_prompts
+from pgrpo.core.prompts import balanced_prompt_indices, load_prompts, prompt_indices
 
 
 @pytest.fixture
@@ -70,3 +70,24 @@ def test_table_columns_match_the_full_read_in_every_format(tmp_path, suffix):
     assert table_columns(path) == list(read_table(path).columns) == list(df.columns)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         table_columns(tmp_path / f"absent{suffix}")
+
+
+def test_prompt_indices_cover_an_epoch_without_repeats_and_are_pure():
+    n, per_step = 10, 5
+    first_epoch = prompt_indices(0, n, per_step, seed=3) + prompt_indices(1, n, per_step, seed=3)
+    assert sorted(first_epoch) == list(range(n))
+    assert prompt_indices(1, n, per_step, seed=3) == prompt_indices(1, n, per_step, seed=3)
+    assert prompt_indices(0, n, per_step, seed=3) != prompt_indices(0, n, per_step, seed=4)
+
+
+def test_balanced_sampling_gives_every_group_a_turn_per_round_and_is_pure():
+    group_ids = torch.tensor([0] * 40 + [1] * 6 + [2] * 2)  # a majority and two small groups
+    per_step, k = 4, 3
+    stream = [i for step in range(9) for i in balanced_prompt_indices(step, group_ids, per_step, seed=5)]
+    for r in range(len(stream) // k):  # every round of K positions visits each group once
+        assert sorted(group_ids[stream[r * k:(r + 1) * k]].tolist()) == [0, 1, 2]
+    for g, n in [(0, 40), (1, 6), (2, 2)]:  # a group's visits walk a permutation of its prompts
+        visits = [i for i in stream if group_ids[i] == g][:n]
+        assert len(set(visits)) == len(visits) and all(group_ids[i] == g for i in visits)
+    assert balanced_prompt_indices(3, group_ids, per_step, 5) == stream[12:16]  # pure: resumable
+    assert balanced_prompt_indices(0, group_ids, per_step, 6) != stream[:4]

@@ -9,7 +9,7 @@ import torch
 from pgrpo.core.checkpoint import latest_checkpoint
 from pgrpo.core.models import load_policy
 from pgrpo.core.metric_log import read_metrics
-from pgrpo.core.trainer import Trainer, prompt_indices, train_policy
+from pgrpo.core.trainer import Trainer, train_policy
 
 
 def _weights(model_dir):
@@ -18,14 +18,6 @@ def _weights(model_dir):
 
 def _without_perf(rows):
     return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
-
-
-def test_prompt_indices_cover_an_epoch_without_repeats_and_are_pure():
-    n, per_step = 10, 5
-    first_epoch = prompt_indices(0, n, per_step, seed=3) + prompt_indices(1, n, per_step, seed=3)
-    assert sorted(first_epoch) == list(range(n))
-    assert prompt_indices(1, n, per_step, seed=3) == prompt_indices(1, n, per_step, seed=3)
-    assert prompt_indices(0, n, per_step, seed=3) != prompt_indices(0, n, per_step, seed=4)
 
 
 def test_run_writes_metrics_checkpoint_and_a_loadable_policy(tmp_path, tiny_cfg):

@@ -4,7 +4,8 @@ Trains each variant x algorithm from params.yaml's policy section plus the varia
 overrides, judges the policy on held-out *validation* prompts (pgrpo.stages.evaluate.eval_role;
 never the report's test prompts) every `--every` steps, and measures the k3 KL to the base
 on those prompts at the end. One JSON line per run in benchmarks/default_tuning/out/runs.jsonl
-(resumable: a run already there is skipped). Run from the repo root after
+(resumable: a run already there is skipped, an interrupted one continues from its last
+checkpoint, which the trainer resumes only under the same config and code). Run from the repo root after
 `dvc repro train_reward` (data/processed and models/reward of params.yaml), nothing else
 running on the machine:
 
@@ -12,6 +13,7 @@ running on the machine:
     python benchmarks/default_tuning/tune.py judge_lr2e-5 reward=judge lr=2e-5 steps=12
     python benchmarks/default_tuning/tune.py --table        # the table of every run so far
     python benchmarks/default_tuning/tune.py --table benchmarks/default_tuning/results_2026-12-02.jsonl
+    python benchmarks/default_tuning/tune.py --choose benchmarks/default_tuning/results_seeds_2026-12-02.jsonl
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
     import pgrpo.stages.training_rewards  # noqa: F401 - the judge / reward-model rewards
     from pgrpo.core.trainer import train_policy
 
-    cfg = policy_config("params.yaml", algorithm, {**overrides, "resume": False})
+    cfg = policy_config("params.yaml", algorithm, {**overrides, "resume": True})
     out = OUT / name / algorithm
     steps = cfg.steps
     hook = JudgeCurve.from_processed(PROCESSED, every=every, per_group=per_group, samples=samples,
@@ -65,15 +67,68 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
     return {"name": name, "algorithm": algorithm, "overrides": overrides, "steps": steps,
             "judge_curve": curve, "start_by_group": start_by_group, "final_by_group": by_group,
             "kl_to_base": kl,
-            "train_seconds": round(seconds, 1),
+            "train_seconds": round(seconds, 1),  # of this invocation (less when it resumed)
             "val_prompts": len(val), "samples_per_prompt": samples}
+
+
+# The rule a variant must meet at every policy seed, for both algorithms, to become the default.
+# Written down 2026-12-02, before the runs it judged. Validation (8 prompts x 2 samples a group)
+# is noisy; the old default (4 prompts a step, lr 3e-5), which harmed groups on the test
+# prompts, lost 0.17 on minimalist here, so a group may lose 0.10 at most.
+RULE = {"min_gain": 0.10, "min_group_change": -0.10, "max_kl": 0.10}
+
+
+def meets_rule(r: dict) -> bool:
+    """Mean judge gain >= min_gain, no group's change below min_group_change, KL < max_kl."""
+    c = {int(k): v for k, v in r["judge_curve"].items()}
+    change = [v - r["start_by_group"][g] for g, v in r["final_by_group"].items()]
+    return (c[max(c)] - c[min(c)] >= RULE["min_gain"] and min(change) >= RULE["min_group_change"]
+            and r["kl_to_base"] < RULE["max_kl"])
+
+
+def worst_group_change(r: dict) -> float:
+    return min(v - r["start_by_group"][g] for g, v in r["final_by_group"].items())
+
+
+def choose(path: Path) -> str:
+    """Which variant becomes the default, by a rule written 2026-12-02 before the seed-0 and
+    seed-2 runs of `bal` came in. A variant is every run named <variant>_s<seed>, both
+    algorithms at each seed. First choice: the variants that meet RULE in every run, the one
+    with the highest mean gain. If none does: among the variants whose every run gains at
+    least RULE["min_gain"], the one whose worst run harms its worst group least (maximin on
+    the worst-group change), said as such, since the rule itself was not met."""
+    runs: dict[str, list[dict]] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        runs.setdefault(r["name"].rsplit("_s", 1)[0], []).append(r)
+
+    def gain(r):
+        c = {int(k): v for k, v in r["judge_curve"].items()}
+        return c[max(c)] - c[min(c)]
+
+    lines = []
+    for v, rs in runs.items():
+        lines.append(f"{v}: {len(rs)} runs, meets the rule in {sum(map(meets_rule, rs))}, "
+                     f"gain min {min(map(gain, rs)):+.3f} mean {sum(map(gain, rs)) / len(rs):+.3f}, "
+                     f"worst-group change min {min(map(worst_group_change, rs)):+.2f}, "
+                     f"KL max {max(r['kl_to_base'] for r in rs):.3f}")
+    passing = [v for v, rs in runs.items() if all(map(meets_rule, rs))]
+    if passing:
+        best = max(passing, key=lambda v: sum(map(gain, runs[v])) / len(runs[v]))
+        return "\n".join(lines + [f"chosen: {best} (meets the rule in every run)"])
+    gaining = [v for v, rs in runs.items() if all(gain(r) >= RULE["min_gain"] for r in rs)]
+    if not gaining:
+        return "\n".join(lines + ["chosen: none (no variant gains min_gain in every run)"])
+    best = max(gaining, key=lambda v: min(map(worst_group_change, runs[v])))
+    return "\n".join(lines + [f"chosen: {best} (no variant meets the rule in every run; "
+                              "this one harms its worst group least)"])
 
 
 def table(path: Path) -> str:
     """One row per run; the worst group is the one whose judge reward fell most from step 0
     (what the evaluate stage's rule calls harm, here without an interval)."""
     lines = [("| variant | algorithm | judge at step 0 | final | gain | worst group (change) "
-              "| KL to base | train s |"), "|---|---|---:|---:|---:|---|---:|---:|"]
+              "| KL to base | train s | meets the rule |"), "|---|---|---:|---:|---:|---|---:|---:|---|"]
     for line in path.read_text().splitlines():
         r = json.loads(line)
         c = {int(k): v for k, v in r["judge_curve"].items()}
@@ -85,7 +140,7 @@ def table(path: Path) -> str:
             worst = f"{g} ({change[g]:+.2f})"
         lines.append(f"| {r['name']} | {r['algorithm']} | {first:.3f} | {last:.3f} | "
                      f"{last - first:+.3f} | {worst} | {r['kl_to_base']:.3f} | "
-                     f"{r['train_seconds']:.0f} |")
+                     f"{r['train_seconds']:.0f} | {'yes' if meets_rule(r) else 'no'} |")
     return "\n".join(lines)
 
 
@@ -107,8 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=2, help="judge samples per prompt")
     p.add_argument("--table", nargs="?", const=OUT / "runs.jsonl", type=Path, metavar="JSONL",
                    help="print the table of runs.jsonl (or of a results file given here)")
+    p.add_argument("--choose", type=Path, metavar="JSONL",
+                   help="which variant (runs named <variant>_s<seed>) the rule makes the default")
     a = p.parse_args(argv)
     runs = OUT / "runs.jsonl"
+    if a.choose:
+        print(choose(a.choose))
+        return 0
     if a.table:
         print(table(a.table))
         return 0

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from pgrpo.core.rollout import derived_seed
+
 # group -> (share of users, preferred number of words, how users phrase it)
 BUILTIN_GROUPS: dict[str, tuple[float, int, list[str]]] = {
     "detailed": (0.6, 40, ["I like a few sentences explaining why.", "Tell me a bit about it."]),
@@ -166,3 +168,46 @@ def load_prompts(source: str, seed: int = 0, groups: str | Path | None = None,
     if df.empty:
         raise ValueError(f"prompt file {path} has no rows" + (f" with split == {split!r}" if split else ""))
     return from_records(df.to_dict("records"), group_order=order)
+
+
+# ---------------------------------------------------------------- which prompts each step trains on
+# Pure functions of (step, seed): a resumed run sees the same prompts.
+
+def prompt_indices(step: int, n_prompts: int, per_step: int, seed: int) -> list[int]:
+    """`uniform`: the global batch of prompt rows for `step`, epochs of seeded permutations.
+    Each group is seen in proportion to its prompts, so a small one may be missed for steps."""
+    out = []
+    for j in range(step * per_step, (step + 1) * per_step):
+        epoch, pos = divmod(j, n_prompts)
+        gen = torch.Generator().manual_seed(derived_seed(seed, epoch))
+        out.append(int(torch.randperm(n_prompts, generator=gen)[pos]))
+    return out
+
+
+def balanced_prompt_indices(step: int, group_ids: torch.Tensor, per_step: int, seed: int) -> list[int]:
+    """`balanced`: the groups take turns. Position j of the run's prompt stream belongs to round
+    j // K (K groups); each round visits every group once, in a seeded order, and a group's
+    visits walk through seeded permutations of its own prompts (no repeat within its epoch).
+
+    Why: the report's target is the mean over groups and "no group harmed". Drawn uniformly,
+    8 steps x 8 prompts showed the smallest groups 1-7 times depending on the seed, and the
+    seeds that showed minimalist 3-4 times harmed it (benchmarks/default_tuning/README.md)."""
+    groups = torch.unique(group_ids).tolist()
+    members = {g: torch.nonzero(group_ids == g).flatten() for g in groups}
+    out = []
+    for j in range(step * per_step, (step + 1) * per_step):
+        rnd, pos = divmod(j, len(groups))
+        order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(derived_seed(seed, -1, rnd)))
+        g = groups[int(order[pos])]
+        epoch, k = divmod(rnd, len(members[g]))
+        perm = torch.randperm(len(members[g]), generator=torch.Generator().manual_seed(derived_seed(seed, g, epoch)))
+        out.append(int(members[g][perm[k]]))
+    return out
+
+
+def step_prompts(step: int, group_ids: torch.Tensor, per_step: int, seed: int,
+                 sampling: str = "uniform") -> list[int]:
+    """The prompt rows of `step` under the config's `prompt_sampling`."""
+    if sampling == "balanced":
+        return balanced_prompt_indices(step, group_ids, per_step, seed)
+    return prompt_indices(step, len(group_ids), per_step, seed)

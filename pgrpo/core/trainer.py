@@ -31,7 +31,7 @@ from pgrpo.core.config import PolicyConfig
 from pgrpo.core.hashing import path_sha256
 from pgrpo.core.loss import masked_mean, policy_loss
 from pgrpo.core.models import load_policy
-from pgrpo.core.prompts import PromptSet, load_prompts
+from pgrpo.core.prompts import PromptSet, load_prompts, step_prompts
 from pgrpo.core.rewards import RewardFn, resolve_reward
 from pgrpo.core.rollout import (Rollout, batched_logprobs, derived_seed, eos_token_ids, generate,
                            token_logprobs)
@@ -51,19 +51,6 @@ class TrainResult:
     step: int
     stats: GroupRewardStats
     group_names: list[str]
-
-
-def prompt_indices(step: int, n_prompts: int, per_step: int, seed: int) -> list[int]:
-    """The global batch of prompt rows for `step`: epochs of seeded permutations.
-
-    A pure function of (step, seed), so a resumed run sees the same prompts.
-    """
-    out = []
-    for j in range(step * per_step, (step + 1) * per_step):
-        epoch, pos = divmod(j, n_prompts)
-        gen = torch.Generator().manual_seed(derived_seed(seed, epoch))
-        out.append(int(torch.randperm(n_prompts, generator=gen)[pos]))
-    return out
 
 
 def _precision(cfg: PolicyConfig) -> str:
@@ -197,7 +184,8 @@ class Trainer:
     def _rollout(self, step: int) -> tuple[PromptSet, Rollout]:
         cfg, acc = self.cfg, self.acc
         per_step = cfg.prompts_per_step
-        rows = prompt_indices(step, len(self.prompts), per_step * acc.num_processes, cfg.seed)
+        rows = step_prompts(step, self.prompts.group_ids, per_step * acc.num_processes, cfg.seed,
+                            cfg.prompt_sampling)
         batch = self.prompts.subset(rows[acc.process_index * per_step:(acc.process_index + 1) * per_step])
         torch.manual_seed(derived_seed(cfg.seed, step, acc.process_index))
         with acc.autocast():

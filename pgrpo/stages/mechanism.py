@@ -270,7 +270,9 @@ def policy_config(cfg: MechanismConfig, cell: Cell, policy_dir: Path):
         num_generations=cfg.num_generations, max_new_tokens=cfg.max_new_tokens,
         micro_batch_size=cfg.prompts_per_step * cfg.num_generations, optimizer=cell.optimizer,
         lr=cfg.sgd_lr if sgd else cfg.lr, max_grad_norm=cfg.sgd_max_grad_norm if sgd else 1.0,
-        precision="fp32", resume=False, checkpoint_every=cfg.steps, **ESTIMATORS[cell.estimator])
+        precision="fp32", resume=False, checkpoint_every=cfg.steps,
+        prompt_sampling="uniform",  # the paper's regime: the majority fills most of each batch
+        **ESTIMATORS[cell.estimator])
 
 
 def run_cell(cfg: MechanismConfig, cell: Cell, policy_dir: str | Path) -> dict:

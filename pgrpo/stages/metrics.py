@@ -349,6 +349,13 @@ def learning_efficiency(rows: Sequence[Mapping], groups: Sequence[str], fraction
     return out
 
 
+def _t_half_width(sd: float, n: int, level: float) -> float:
+    """t_{(1+level)/2, n-1} * sd / sqrt(n): half the Student-t interval of a mean of n runs."""
+    from scipy.stats import t as student_t
+
+    return float(student_t.ppf((1 + level) / 2, n - 1) * sd / math.sqrt(n))
+
+
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
     """(mean, lo, hi): Student-t interval of the mean over independent runs (e.g. seeds).
 
@@ -356,8 +363,6 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     ddof=1: wide for 3 seeds (t = 4.30 at 95%), as it should be. One value gives
     lo = hi = NaN (no spread to estimate); empty input gives three NaNs.
     """
-    from scipy.stats import t as student_t
-
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     x = _finite(values, "t_interval")
@@ -366,7 +371,7 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     mean = float(x.mean())
     if x.size == 1:
         return mean, math.nan, math.nan
-    half = float(student_t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    half = _t_half_width(float(x.std(ddof=1)), x.size, level)
     return mean, mean - half, mean + half
 
 
@@ -374,13 +379,11 @@ def seeds_to_resolve(values: Sequence[float], level: float = 0.95, max_n: int = 
     """Smallest number of runs n whose Student-t interval, mean -/+ t_{n-1} * sd / sqrt(n),
     would exclude 0 if the observed mean and sd held: a planning number for "how many seeds
     would tell these apart", not a result. None: fewer than 2 values, mean 0, or above max_n."""
-    from scipy.stats import t as student_t
-
     x = _finite(values, "seeds_to_resolve")
     if x.size < 2 or x.mean() == 0:
         return None
     mean, sd = abs(float(x.mean())), float(x.std(ddof=1))
     for n in range(2, max_n + 1):
-        if student_t.ppf((1 + level) / 2, n - 1) * sd / math.sqrt(n) < mean:
+        if _t_half_width(sd, n, level) < mean:
             return n
     return None
