@@ -96,11 +96,16 @@ def choose(path: Path) -> str:
     algorithms at each seed. First choice: the variants that meet RULE in every run, the one
     with the highest mean gain. If none does: among the variants whose every run gains at
     least RULE["min_gain"], the one whose worst run harms its worst group least (maximin on
-    the worst-group change), said as such, since the rule itself was not met."""
+    the worst-group change), said as such, since the rule itself was not met. Added before
+    uniform's seed-1 P-GRPO and seed-2 runs came in: a variant missing a (seed, algorithm)
+    that another variant has is incomplete and cannot be chosen."""
     runs: dict[str, list[dict]] = {}
     for line in path.read_text().splitlines():
         r = json.loads(line)
         runs.setdefault(r["name"].rsplit("_s", 1)[0], []).append(r)
+    cells = {(r["name"].rsplit("_s", 1)[1], r["algorithm"]) for rs in runs.values() for r in rs}
+    missing = {v: sorted(cells - {(r["name"].rsplit("_s", 1)[1], r["algorithm"]) for r in rs})
+               for v, rs in runs.items()}
 
     def gain(r):
         c = {int(k): v for k, v in r["judge_curve"].items()}
@@ -111,7 +116,9 @@ def choose(path: Path) -> str:
         lines.append(f"{v}: {len(rs)} runs, meets the rule in {sum(map(meets_rule, rs))}, "
                      f"gain min {min(map(gain, rs)):+.3f} mean {sum(map(gain, rs)) / len(rs):+.3f}, "
                      f"worst-group change min {min(map(worst_group_change, rs)):+.2f}, "
-                     f"KL max {max(r['kl_to_base'] for r in rs):.3f}")
+                     f"KL max {max(r['kl_to_base'] for r in rs):.3f}"
+                     + (f"; incomplete, missing (seed, algorithm) {missing[v]}" if missing[v] else ""))
+    runs = {v: rs for v, rs in runs.items() if not missing[v]}
     passing = [v for v, rs in runs.items() if all(map(meets_rule, rs))]
     if passing:
         best = max(passing, key=lambda v: sum(map(gain, runs[v])) / len(runs[v]))
@@ -120,7 +127,7 @@ def choose(path: Path) -> str:
     if not gaining:
         return "\n".join(lines + ["chosen: none (no variant gains min_gain in every run)"])
     best = max(gaining, key=lambda v: min(map(worst_group_change, runs[v])))
-    return "\n".join(lines + [f"chosen: {best} (no variant meets the rule in every run; "
+    return "\n".join(lines + [f"chosen: {best} (no complete variant meets the rule in every run; "
                               "this one harms its worst group least)"])
 
 
