@@ -52,7 +52,7 @@ class PolicyConfig(Section):
     steps: int = Field(8, ge=1, description="optimizer rounds; each samples a fresh batch")
     prompts_per_step: int = Field(8, ge=1, description="prompts per step per process")
     prompt_sampling: Literal["uniform", "balanced"] = Field(
-        "uniform", description="uniform: each group in proportion to its prompts; balanced: "
+        "balanced", description="uniform: each group in proportion to its prompts; balanced: "
         "the groups take turns (pgrpo.core.prompts.balanced_prompt_indices)")
     num_generations: int = Field(6, ge=1, description="G: completions sampled per prompt")
     max_new_tokens: int = Field(40, ge=1)
