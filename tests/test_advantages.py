@@ -287,3 +287,15 @@ def test_pgrpo_scale_registry_entry_honours_min_count_and_feeds_stats():
     # A constant prompt keeps advantage exactly 0 (no contrast), as in GRPO.
     const = pgrpo_scale_advantages(_f([0.3, 0.3, 0.0, 1.0]), _i([0, 0, 1, 1]), _i([2, 2, 2, 2]), stats)
     assert const[:2].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("fn", [pgrpo_advantages, pgrpo_scale_advantages])
+@pytest.mark.parametrize("eps", [0.0, 1e-4])
+def test_a_group_without_spread_gets_exactly_zero_not_nan(fn, eps):
+    """Group 0's history is four equal rewards (no contrast); group 1 has spread. At eps=0
+    the former was 0/0 = NaN before; it must be exactly 0, and group 1 untouched."""
+    r, q, g = _f([2.0, 2.0, 2.0, 2.0, 1.0, 3.0, 0.0, 4.0]), _i([0, 0, 1, 1, 2, 2, 3, 3]), _i([0] * 4 + [1] * 4)
+    adv = fn(r, q, g, GroupRewardStats(), min_count=2, eps=eps)
+    assert adv[:4].tolist() == [0.0] * 4
+    assert torch.isfinite(adv).all() and (adv[4:] != 0).all()
+

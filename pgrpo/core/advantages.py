@@ -257,7 +257,10 @@ def _history_scaled(rewards: Tensor, prompt_ids: Tensor, group_ids: Tensor, stat
         centred = r.to(torch.float64) - stats.mean(group_ids)
     else:  # R_i - its prompt's mean; exactly 0 for a prompt without contrast
         centred = grpo_advantages(r, q, "none", eps).to(torch.float64)
-    adv = centred / (stats.std(group_ids) + eps)
+    sigma = stats.std(group_ids)
+    # A group whose history has no spread has no contrast: exactly 0 (as GRPO's flat prompt),
+    # not 0/0 at eps=0 nor rounding residue / eps.
+    adv = torch.where(sigma > 0, centred / (sigma + eps), torch.zeros_like(centred))
     cold = stats.count(group_ids) < min_count
     if cold.any():
         adv = torch.where(cold, grpo_advantages(r, q, "group", eps).to(torch.float64), adv)
