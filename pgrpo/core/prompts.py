@@ -173,14 +173,19 @@ def load_prompts(source: str, seed: int = 0, groups: str | Path | None = None,
 # ---------------------------------------------------------------- which prompts each step trains on
 # Pure functions of (step, seed): a resumed run sees the same prompts.
 
+def _seeded_pick(n: int, k: int, *seed_parts: int) -> int:
+    """Item k of the permutation of range(n) that `seed_parts` fix."""
+    gen = torch.Generator().manual_seed(derived_seed(*seed_parts))
+    return int(torch.randperm(n, generator=gen)[k])
+
+
 def prompt_indices(step: int, n_prompts: int, per_step: int, seed: int) -> list[int]:
     """`uniform`: the global batch of prompt rows for `step`, epochs of seeded permutations.
     Each group is seen in proportion to its prompts, so a small one may be missed for steps."""
     out = []
     for j in range(step * per_step, (step + 1) * per_step):
         epoch, pos = divmod(j, n_prompts)
-        gen = torch.Generator().manual_seed(derived_seed(seed, epoch))
-        out.append(int(torch.randperm(n_prompts, generator=gen)[pos]))
+        out.append(_seeded_pick(n_prompts, pos, seed, epoch))
     return out
 
 
@@ -197,11 +202,9 @@ def balanced_prompt_indices(step: int, group_ids: torch.Tensor, per_step: int, s
     out = []
     for j in range(step * per_step, (step + 1) * per_step):
         rnd, pos = divmod(j, len(groups))
-        order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(derived_seed(seed, -1, rnd)))
-        g = groups[int(order[pos])]
+        g = groups[_seeded_pick(len(groups), pos, seed, -1, rnd)]
         epoch, k = divmod(rnd, len(members[g]))
-        perm = torch.randperm(len(members[g]), generator=torch.Generator().manual_seed(derived_seed(seed, g, epoch)))
-        out.append(int(members[g][perm[k]]))
+        out.append(int(members[g][_seeded_pick(len(members[g]), k, seed, g, epoch)]))
     return out
 
 
