@@ -102,10 +102,10 @@ def choose(path: Path) -> str:
     runs: dict[str, list[dict]] = {}
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        runs.setdefault(r["name"].rsplit("_s", 1)[0], []).append(r)
-    cells = {(r["name"].rsplit("_s", 1)[1], r["algorithm"]) for rs in runs.values() for r in rs}
-    missing = {v: sorted(cells - {(r["name"].rsplit("_s", 1)[1], r["algorithm"]) for r in rs})
-               for v, rs in runs.items()}
+        r["variant"], r["seed"] = r["name"].rsplit("_s", 1)  # <variant>_s<seed>
+        runs.setdefault(r["variant"], []).append(r)
+    cells = {(r["seed"], r["algorithm"]) for rs in runs.values() for r in rs}
+    missing = {v: sorted(cells - {(r["seed"], r["algorithm"]) for r in rs}) for v, rs in runs.items()}
 
     def gain(r):
         c = {int(k): v for k, v in r["judge_curve"].items()}
