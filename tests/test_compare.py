@@ -138,6 +138,28 @@ def test_claims_need_their_algorithms_and_the_report_renders():
     assert "## The claims" in text and "| maj (10) |" in text and "**not resolved**" in text
 
 
+def test_the_report_says_run_by_run_whether_training_helps_the_users():
+    runs = _runs([0.1, 0.2, 0.3])
+    s = summarize_runs(runs)  # runs evaluated before the verdict existed: no section
+    assert s["helps_users"]["pgrpo"] == {"per_run": s["helps_users"]["pgrpo"]["per_run"],
+                                         "n_judged": 0, "helps_in": 0}
+    assert "Run by run" not in render_comparison(s)
+    verdicts = {"seed0": ("helps", []), "seed1": ("harms", ["min2"]), "seed2": ("helps", [])}
+    for name, m in runs.items():
+        for a, pol in m["algorithms"].items():
+            v, harmed = verdicts[name] if a == "pgrpo" else ("unresolved", [])
+            pol.update(gain_vs_base=0.2, gain_ci_low=0.1, gain_ci_high=0.3,
+                       helps={"verdict": v, "harmed_groups": harmed})
+    s = summarize_runs(runs)
+    h = s["helps_users"]
+    assert (h["pgrpo"]["helps_in"], h["pgrpo"]["n_judged"]) == (2, 3)
+    assert (h["grpo"]["helps_in"], h["grpo"]["n_judged"]) == (0, 3)
+    assert [r["verdict"] for r in h["pgrpo"]["per_run"]] == ["helps", "harms", "helps"]
+    text = render_comparison(s)
+    assert "pgrpo helps in 2 of 3 runs" in text and "grpo helps in 0 of 3 runs" in text
+    assert "| pgrpo | seed1 | +0.200 [+0.100, +0.300] | 0.0100 | **harms** | min2 |" in text
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda m: m["groups"].update(maj=11), "must share their data"),
     (lambda m: m["algorithms"].pop("pgrpo"), "has algorithms"),

@@ -96,6 +96,27 @@ def curve_sources(runs: Mapping[str, dict]) -> dict[str, str]:
                               for m in runs.values()) else "training reward" for a in algs}
 
 
+def helps_by_run(runs: Mapping[str, dict], algs: list[str]) -> dict:
+    """Per algorithm, each run's verdict on its users (pgrpo.stages.metrics.helps_users, which
+    evaluate wrote into metrics.json): a default must help at every seed, not on average.
+    A run evaluated before the verdict existed has verdict None and is not counted."""
+    out = {}
+    for a in algs:
+        rows = []
+        for name, m in runs.items():
+            pol, helps = m["algorithms"][a], m["algorithms"][a].get("helps") or {}
+            rows.append({"run": name, "gain": _num(pol.get("gain_vs_base")),
+                         "ci_low": _num(pol.get("gain_ci_low")),
+                         "ci_high": _num(pol.get("gain_ci_high")),
+                         "kl_to_base": _num(pol.get("kl_to_base")),
+                         "verdict": helps.get("verdict"),
+                         "harmed_groups": list(helps.get("harmed_groups") or [])})
+        judged = [r for r in rows if r["verdict"] is not None]
+        out[a] = {"per_run": rows, "n_judged": len(judged),
+                  "helps_in": sum(r["verdict"] == "helps" for r in judged)}
+    return out
+
+
 def verdict(diff: dict) -> str:
     if diff["ci_low"] is not None and diff["ci_low"] > 0:
         return "supported"
@@ -175,6 +196,7 @@ def summarize_runs(runs: Mapping[str, dict], reference: str = "grpo", method: st
             "majority_group": majority, "steps_key": key, "reference": reference,
             "method": method, "ablation": ablation, "judge": first["judge"],
             "settings": first["settings"], "curve_source": sources, "policies": out_pol,
+            "helps_users": helps_by_run(runs, algs),
             "differences": diffs, "claims": claims}
 
 
@@ -215,6 +237,26 @@ def _sources_text(sources: dict[str, str]) -> str:
     return "; ".join(f"{a}: {what[k]}" for a, k in sources.items())
 
 
+def _helps_section(helps: dict) -> list[str]:
+    """Run by run: does each algorithm help the users (gain interval above 0, KL under the
+    limit, no group harmed)? Empty when no run carries the verdict."""
+    if not any(h["n_judged"] for h in helps.values()):
+        return []
+    lines = ["## Does training help the users? Run by run", "",
+             ", ".join(f"{a} helps in {h['helps_in']} of {h['n_judged']} runs"
+                       for a, h in helps.items()) + (
+                 " (helps: the paired gain interval over the base lies above 0, KL to the base "
+                 "is under evaluate.kl_limit and no group is harmed, i.e. lies wholly below the "
+                 "base's mean for it; pgrpo.stages.metrics.helps_users)."), ""]
+    rows = [[a, r["run"], _ci({"mean": r["gain"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                               "missing": 0}, signed=True),
+             _f(r["kl_to_base"], 4), f"**{r['verdict']}**" if r["verdict"] else "–",
+             ", ".join(r["harmed_groups"]) or "none"]
+            for a, h in helps.items() for r in h["per_run"]]
+    return lines + _table(["policy", "run", "gain vs base [paired CI]", "KL to base", "verdict",
+                           "groups harmed"], rows)
+
+
 def render_comparison(s: dict) -> str:
     pols, sizes, pct = s["policies"], s["groups"], round(s["level"] * 100)
     key = s["steps_key"]
@@ -233,6 +275,7 @@ def render_comparison(s: dict) -> str:
     lines += [("\\* if the estimate and its spread over seeds held: the smallest number of seeds "
                f"whose {pct}% interval would exclude 0 (a planning number, not a result; "
                "'> 100' = the estimate is too small against its spread)."), ""]
+    lines += _helps_section(s.get("helps_users") or {})
     lines += ["## Headline", ""]
     rows = [[p, *(_ci(pols[p][k]) for k in ("mean_reward", "minority_reward",
                                              "majority_reward", "worst_group_reward")),
