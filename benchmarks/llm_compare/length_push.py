@@ -13,19 +13,19 @@ offset adds a between-prompt pull toward length that GRPO's per-prompt centring 
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from pgrpo.core.advantages import ADVANTAGE_ESTIMATORS
+from pgrpo.core.metric_log import read_metrics
+from pgrpo.stages.report import markdown_table
 from pgrpo.stages.reward_check import _advantages
 
 
 def length_push(path: Path, rewards=("learned", "judge")) -> dict[str, dict[str, dict[str, float]]]:
     """{reward: {group: {estimator: corr(advantage, words)}}} over the base policy's samples."""
-    rows = [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())
-            if r["policy"] == "base"]
+    rows = [r for r in read_metrics(path) if r["policy"] == "base"]
     if not rows:
         raise ValueError(f"{path}: no samples of policy 'base'")
     names = sorted({r["group"] for r in rows})
@@ -45,14 +45,11 @@ def render(push: dict) -> str:
     lines = []
     for reward, groups in push.items():
         ests = list(next(iter(groups.values())))
-        lines += [f"reward: {reward}", "", "| group | " + " | ".join(ests) + " |",
-                  "|---|" + "---:|" * len(ests)]
-        lines += [f"| {n} | " + " | ".join(f"{c[e]:+.2f}" for e in ests) + " |"
-                  for n, c in groups.items()]
-        lines += ["| sum over groups | " + " | ".join(
-            f"{sum(c[e] for c in groups.values()):+.2f}" for e in ests) + " |", ""]
+        rows = [[n, *(f"{c[e]:+.2f}" for e in ests)] for n, c in groups.items()]
+        rows.append(["sum over groups",
+                     *(f"{sum(c[e] for c in groups.values()):+.2f}" for e in ests)])
+        lines += [f"reward: {reward}", "", *markdown_table(["group", *ests], rows, left=1), ""]
     return "\n".join(lines)
-
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -6,27 +6,26 @@ evaluation's samples (the samples.jsonl that evaluate writes), to see how a poli
 """
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 from statistics import mean
 
+from pgrpo.core.metric_log import read_metrics
+from pgrpo.stages.report import markdown_table
+
 
 def table(path: Path) -> str:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = read_metrics(path)  # JSON lines, as evaluate writes them
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     cells = defaultdict(list)
     for r in rows:
         cells[r["group"], r["policy"]].append(r)
-    out = ["| group | " + " | ".join(f"{p}: words / judge / learned" for p in policies) + " |",
-           "|---|" + "---:|" * len(policies)]
-    for g in dict.fromkeys(r["group"] for r in rows):
-        out.append(f"| {g} | " + " | ".join(
-            f"{mean(len(r['completion'].split()) for r in cells[g, p]):.1f} / "
-            f"{mean(r['judge'] for r in cells[g, p]):+.2f} / "
-            f"{mean(r['learned'] for r in cells[g, p]):+.2f}" for p in policies) + " |")
-    return "\n".join(out)
-
+    body = [[g, *(f"{mean(len(r['completion'].split()) for r in cells[g, p]):.1f} / "
+                  f"{mean(r['judge'] for r in cells[g, p]):+.2f} / "
+                  f"{mean(r['learned'] for r in cells[g, p]):+.2f}" for p in policies)]
+            for g in dict.fromkeys(r["group"] for r in rows)]
+    return "\n".join(markdown_table(
+        ["group", *(f"{p}: words / judge / learned" for p in policies)], body, left=1))
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

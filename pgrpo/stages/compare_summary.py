@@ -104,7 +104,8 @@ def helps_by_run(runs: Mapping[str, dict], algs: list[str]) -> dict:
     for a in algs:
         rows = []
         for name, m in runs.items():
-            pol, helps = m["algorithms"][a], m["algorithms"][a].get("helps") or {}
+            pol = m["algorithms"][a]
+            helps = pol.get("helps") or {}
             rows.append({"run": name, "gain": _num(pol.get("gain_vs_base")),
                          "ci_low": _num(pol.get("gain_ci_low")),
                          "ci_high": _num(pol.get("gain_ci_high")),
