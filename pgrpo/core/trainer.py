@@ -356,6 +356,10 @@ class Trainer:
         tmp = model_dir.with_name(model_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(tmp, safe_serialization=True)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # a fast tokenizer saves the padding its last call set (by
+            backend.no_padding()  # generation, not by a resumed run), and the same weights
+            backend.no_truncation()  # must export byte-identical (DVC, pgrpo.compare's key)
         self.tokenizer.save_pretrained(tmp)
         stats = self.stats
         ids = stats.ids
