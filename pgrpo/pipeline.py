@@ -290,10 +290,9 @@ def _record_evaluation(results: dict, track, reports_dir: Path) -> None:
 def _code_hashes(stage: str) -> dict[str, str]:
     """Content hashes of the code `stage` runs (pgrpo.stage_code). Bookkeeping, not stage
     code: it decides whether a checkpoint may be resumed, never what a stage outputs."""
-    from pgrpo.core.hashing import file_sha256
-    from pgrpo.stage_code import ROOT, stage_code
+    from pgrpo.stage_key import code_hashes
 
-    return {p.as_posix(): file_sha256(ROOT / p) for p in sorted(stage_code(stage))}
+    return code_hashes(stage)
 
 
 def _logged(metrics: dict, prefix: str, track) -> dict:

@@ -4,9 +4,10 @@ Computed, not listed, from the source (lazy imports inside functions included):
 `pgrpo.pipeline`'s module-level imports, the stage's branch of `stage_configs`, its
 runner, then every `pgrpo` import of those modules, transitively. Imports under
 `if track` only record to MLflow, which changes no output, and are left out (as is the
-`tracking` params section). Two readers: tests/test_stage_deps.py checks dvc.yaml's deps
-against it, and the Prefect tasks hash it into their cache key (tasks/stages.py), so
-neither cache can serve a result the current code did not produce.
+`tracking` params section). Two readers: tests/test_stage_registry.py checks dvc.yaml's
+deps against it, and pgrpo.stage_key hashes it into the key of a stage's result (the
+Prefect tasks' cache, a comparison's evaluations), so no cache can serve a result the
+current code did not produce.
 
     from pgrpo.stage_code import stage_code
     sorted(p.as_posix() for p in stage_code("evaluate"))   # ['pgrpo/__init__.py', ...]

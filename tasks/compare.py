@@ -3,8 +3,9 @@
     from tasks.compare import train_seed, evaluate_seed, summarize
     train_seed.fn("params.yaml", ["grpo", "pgrpo"], 1, "pgrpo")   # the bare function
 
-No cache keys here: train_policy resumes from its final checkpoint, so a finished
-(seed, algorithm) costs a model load on a rerun, and evaluation is cheap next to it.
+No Prefect cache keys here: train_policy resumes from its final checkpoint, so a finished
+(seed, algorithm) costs a model load on a rerun, and pgrpo.compare.evaluate_seed skips an
+evaluation whose inputs and code are unchanged (its own key, next to its outputs).
 Retries as the pipeline's stages: once, on errors a second try can fix.
 """
 

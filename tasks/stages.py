@@ -21,7 +21,6 @@ What a task adds to run_stage (which does the work and the MLflow child run):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -39,43 +38,17 @@ from prefect.artifacts import (
 from pgrpo.stages import registry
 
 from pgrpo.core import paths
-from pgrpo.core.config import policy_config, read_params
-from pgrpo.core.hashing import file_sha256, path_sha256
+from pgrpo.core.config import policy_config
+from pgrpo.core.hashing import path_sha256
 from pgrpo.stages.report import markdown_table
 from pgrpo.pipeline import STAGES, run_stage  # noqa: F401 - STAGES is re-exported by tasks
-from pgrpo.stage_code import ROOT as CODE_ROOT
-from pgrpo.stage_code import stage_code
+from pgrpo.stage_key import stage_cache_key, stage_inputs, stage_params  # noqa: F401 - re-exported
 
 NOT_TRANSIENT = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError,
                  NotImplementedError, ImportError)
 
 
 # --------------------------------------------------------------------------- cache key
-
-def stage_params(stage: str, params_file: str | Path, algorithm: str | None = None) -> dict:
-    """The params entries the stage reads (pgrpo.stages.registry: as dvc.yaml's `params`)."""
-    params = read_params(params_file)
-    out = {}
-    for name in registry.stage(stage).params_of(algorithm):
-        section, _, entry = name.partition(".")
-        value = params.get(section)
-        out[name] = (value or {}).get(entry) if entry else value
-    return out
-
-
-def stage_inputs(stage: str, params_file: str | Path, algorithm: str | None = None) -> list[Path]:
-    """The files a stage reads besides its params: the registry's inputs (dvc.yaml's data
-    deps), plus those its params name (prepare.path; a policy's model, prompts, groups and
-    reward when they point elsewhere; built-in names are no paths)."""
-    named: list = []
-    if stage == "prepare":
-        named = [(read_params(params_file).get("prepare") or {}).get("path")]
-    elif stage == "train_policy":
-        cfg = policy_config(params_file, algorithm)
-        named = [cfg.model, cfg.prompts, cfg.groups, cfg.reward]
-    listed = registry.stage(stage).paths("inputs", algorithm)
-    return list(dict.fromkeys([*listed, *(Path(p) for p in named if p and Path(p).exists())]))
-
 
 def stage_outputs(stage: str, params_file: str | Path, algorithm: str | None = None) -> list[Path]:
     """What a stage writes, checkpoints aside (pgrpo.stages.registry)."""
@@ -121,19 +94,6 @@ def record_outputs(stage: str, params_file: str | Path, algorithm: str | None = 
     tmp = record.with_name(f".{record.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
     os.replace(tmp, record)
-
-
-def stage_cache_key(stage: str, params_file: str | Path, algorithm: str | None = None) -> str:
-    """sha256 of (stage, algorithm, params sections, input hashes, hashes of the code it runs).
-
-    The code (pgrpo.stage_code: every module the stage imports) is in the key, so an edited
-    stage runs again instead of being served, and then recorded in DVC, as current."""
-    record = {"stage": stage, "algorithm": algorithm,
-              "params": stage_params(stage, params_file, algorithm),
-              "inputs": {str(p): path_sha256(p)
-                         for p in stage_inputs(stage, params_file, algorithm)},
-              "code": {p.as_posix(): file_sha256(CODE_ROOT / p) for p in sorted(stage_code(stage))}}
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _cache_key_fn(stage: str):

@@ -213,7 +213,7 @@ def tiny_pipeline(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_comparison_runs_every_seed_and_summarizes_what_they_measured(tiny_pipeline):
+def test_comparison_runs_every_seed_and_summarizes_what_they_measured(tiny_pipeline, capsys):
     from safetensors.torch import load_file
 
     from pgrpo.compare import COMPARE_REPORTS, OUTPUTS, main, seed_dirs
@@ -236,8 +236,24 @@ def test_comparison_runs_every_seed_and_summarizes_what_they_measured(tiny_pipel
     # a rerun resumes: finished trainings are not redone
     log = seed_dirs(0)[0] / "grpo" / "metrics.jsonl"
     before = log.read_text()
+    metrics = seed_dirs(0)[1] / "metrics.json"
+    evaluated = metrics.stat().st_mtime_ns
+    capsys.readouterr()
     assert main(["--params", "params.yaml", "--seeds", "0"]) == 0
     assert log.read_text() == before
+    # ... and neither is an evaluation of the same policies (re-exported byte-identical by
+    # the resumed trainer), params, data and code
+    assert metrics.stat().st_mtime_ns == evaluated
+    assert "seed 0: reports/compare/seed0 already evaluates these policies" in capsys.readouterr().err
+    # but an evaluation whose report was edited since, or under other params, is redone
+    for change in ([], ["--set", "evaluate.n_boot=21"]):
+        if not change:
+            (seed_dirs(0)[1] / "report.md").write_text("edited by hand")
+        assert main(["--params", "params.yaml", "--seeds", "0", *change]) == 0
+        assert metrics.stat().st_mtime_ns != evaluated, change
+        assert "not evaluated again" not in capsys.readouterr().err
+        evaluated = metrics.stat().st_mtime_ns
+    assert "edited by hand" not in (seed_dirs(0)[1] / "report.md").read_text()
 
 
 def test_comparison_needs_the_shared_stages_first(tmp_path, monkeypatch, capsys):

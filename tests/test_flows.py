@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from pgrpo.core.config import merge_params, read_params
 from flows.pipeline import PipelineParams, effective_params_file, pipeline
+from pgrpo import stage_key
 from pgrpo.stage_code import stage_code
 from tasks import stages
 
@@ -134,7 +135,7 @@ def test_cache_key_follows_the_code_each_stage_runs(tiny_repo, tmp_path, monkeyp
     flow runs those stages again instead of serving (and DVC-committing) stale results."""
     code = tmp_path / "code"
     shutil.copytree(REPO / "pgrpo", code / "pgrpo", ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(stages, "CODE_ROOT", code)
+    monkeypatch.setattr(stage_key, "CODE_ROOT", code)
     before = {s: stages.stage_cache_key(s, "params.yaml") for s in ("prepare", "assign_groups")}
     with (code / "pgrpo" / "stages" / "bt_mixture.py").open("a") as f:
         f.write("\n# an edit\n")
