@@ -62,11 +62,17 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
     base, _ = load_policy(cfg.model)
     model, tok = load_policy(str(out / "model"))
     with torch.no_grad():
-        _, kl = run_policy(model.eval(), tok, base.eval(), val,
-                           EvalConfig(samples_per_prompt=samples, device="cpu"), cfg)
+        completions, kl = run_policy(model.eval(), tok, base.eval(), val,
+                                     EvalConfig(samples_per_prompt=samples, device="cpu"), cfg)
+    # mean answer length per group on those samples: the length pull (benchmarks/llm_compare)
+    words: dict[str, list[int]] = {}
+    for i, gid in enumerate(val.group_ids.tolist()):
+        words.setdefault(val.group_names[gid], []).extend(
+            len(c.split()) for c in completions[i * samples:(i + 1) * samples])
     return {"name": name, "algorithm": algorithm, "overrides": overrides, "steps": steps,
             "judge_curve": curve, "start_by_group": start_by_group, "final_by_group": by_group,
             "kl_to_base": kl,
+            "final_words_by_group": {g: round(sum(w) / len(w), 2) for g, w in words.items()},
             "train_seconds": round(seconds, 1),  # of this invocation (less when it resumed)
             "val_prompts": len(val), "samples_per_prompt": samples}
 

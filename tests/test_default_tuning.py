@@ -1,0 +1,65 @@
+"""benchmarks/default_tuning/tune.py: the rule that picks the default, and a real tiny run.
+
+    python -m pytest -q tests/test_default_tuning.py
+
+The rule's cases are made by hand; the run trains tiny random models on the tiny pipeline
+of tests/test_compare.py, so its numbers mean nothing: it checks what a row records.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+from test_compare import tiny_pipeline  # noqa: F401 - the fixture
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("tune", REPO / "benchmarks/default_tuning/tune.py")
+tune = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tune)
+
+
+def row(name, algorithm, gain=0.2, worst=0.0, kl=0.05):
+    start = {"a": 0.4, "b": 0.4}
+    return {"name": name, "algorithm": algorithm, "judge_curve": {"0": 0.4, "8": 0.4 + gain},
+            "start_by_group": start, "final_by_group": {"a": 0.4 + worst, "b": 0.6},
+            "kl_to_base": kl}
+
+
+def test_the_rule_needs_gain_no_group_harmed_and_small_kl():
+    assert tune.meets_rule(row("v_s0", "grpo"))
+    assert not tune.meets_rule(row("v_s0", "grpo", gain=0.09))
+    assert not tune.meets_rule(row("v_s0", "grpo", worst=-0.11))
+    assert tune.meets_rule(row("v_s0", "grpo", worst=-0.10))
+    assert not tune.meets_rule(row("v_s0", "grpo", kl=0.10))
+
+
+def test_the_choice_takes_a_variant_passing_every_run_else_the_least_harmful(tmp_path):
+    def choose(rows):
+        path = tmp_path / "runs.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return tune.choose(path).splitlines()[-1]
+
+    both = [(s, a) for s in (0, 1) for a in ("grpo", "pgrpo")]
+    good = [row(f"good_s{s}", a, gain=0.15) for s, a in both]
+    greedy = [row(f"greedy_s{s}", a, gain=0.4, worst=-0.2 if s else 0.0) for s, a in both]
+    assert choose(good + greedy) == "chosen: good (meets the rule in every run)"
+    mild = [row(f"mild_s{s}", a, worst=-0.12) for s, a in both]
+    assert choose(greedy + mild).startswith("chosen: mild (no complete variant")
+    # a variant missing one (seed, algorithm) cannot be chosen, however good
+    assert choose(greedy + good[:3]).startswith("chosen: greedy")
+
+
+def test_a_tuning_run_records_the_judge_curve_kl_and_answer_lengths(tiny_pipeline):  # noqa: F811
+    assert tune.main(["tiny_s1", "seed=1", "loss_agg=dr_grpo", "--algorithms", "grpo",
+                      "--every", "2", "--per_group", "1", "--samples", "2"]) == 0
+    [r] = [json.loads(line) for line in (tune.OUT / "runs.jsonl").read_text().splitlines()]
+    assert (r["name"], r["algorithm"], r["overrides"]) == ("tiny_s1", "grpo",
+                                                           {"seed": 1, "loss_agg": "dr_grpo"})
+    assert sorted(map(int, r["judge_curve"])) == [0, 2]  # the base, then the trained policy
+    groups = set(r["start_by_group"])
+    # every group with validation prompts (the tiny data split leaves 2 of its 3)
+    assert groups == set(r["final_by_group"]) == set(r["final_words_by_group"]) and len(groups) >= 2
+    assert r["kl_to_base"] >= 0 and all(w > 0 for w in r["final_words_by_group"].values())
+    # a second call skips the finished run
+    assert tune.main(["tiny_s1", "seed=1", "--algorithms", "grpo"]) == 0
+    assert len((tune.OUT / "runs.jsonl").read_text().splitlines()) == 1
