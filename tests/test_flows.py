@@ -280,7 +280,7 @@ def test_flow_runs_every_stage_as_a_task_and_leaves_dvc_up_to_date(tmp_path, mon
         # An edit to the judge (a module evaluate and the training stages run; the copy here
         # is the one DVC hashes, identical to the code that runs until edited): those stages
         # run again, the others stay cached, and DVC records the truth.
-        monkeypatch.setattr(stages, "CODE_ROOT", tmp_path)
+        monkeypatch.setattr(stage_key, "CODE_ROOT", tmp_path)
         with (tmp_path / "pgrpo" / "stages" / "judge.py").open("a") as f:
             f.write("\n# an edit\n")
         assert "evaluate" in _dvc("status", cwd=tmp_path)
