@@ -151,15 +151,13 @@ EVALUATED = "evaluated.json"  # in reports/compare/seed<s>/: what its evaluation
 
 def evaluation_state(seed_file: Path, seed: int) -> dict:
     """What seed s's evaluation depends on (params, data, reward model, its policies, the
-    evaluate code: pgrpo.stage_key) and what it left in reports/compare/seed<s>/."""
-    from pgrpo.core.hashing import path_sha256
-    from pgrpo.stage_key import stage_cache_key
+    evaluate code) and what it left in reports/compare/seed<s>/ (pgrpo.stage_key)."""
+    from pgrpo.stage_key import result_state
     from pgrpo.stages import registry
 
     root, reports = seed_dirs(seed)
     outputs = [reports / p.relative_to(paths.REPORTS) for p in registry.stage("evaluate").paths("outputs")]
-    return {"key": stage_cache_key("evaluate", seed_file, policy_root=root),
-            "outputs": {p.as_posix(): path_sha256(p) for p in outputs}}
+    return result_state("evaluate", seed_file, outputs, policy_root=root)
 
 
 def evaluate_seed(params_file: str | Path, cfg: CompareConfig, seed: int) -> dict:

@@ -74,3 +74,12 @@ def stage_cache_key(stage: str, params_file: str | Path, algorithm: str | None =
                          for p in stage_inputs(stage, params_file, algorithm, policy_root)},
               "code": code_hashes(stage)}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def result_state(stage: str, params_file: str | Path, outputs: list[Path],
+                 algorithm: str | None = None, policy_root: str | Path | None = None) -> dict:
+    """A stage's key and the hashes of the outputs it left: a recorded result may stand in
+    for running the stage only while both are unchanged (an output deleted or rewritten
+    since by another run, other params or code: run it again)."""
+    return {"key": stage_cache_key(stage, params_file, algorithm, policy_root),
+            "outputs": {str(p): path_sha256(p) for p in outputs}}

@@ -39,9 +39,9 @@ from pgrpo.stages import registry
 
 from pgrpo.core import paths
 from pgrpo.core.config import policy_config
-from pgrpo.core.hashing import path_sha256
 from pgrpo.stages.report import markdown_table
 from pgrpo.pipeline import STAGES, run_stage  # noqa: F401 - STAGES is re-exported by tasks
+from pgrpo.stage_key import result_state
 from pgrpo.stage_key import stage_cache_key, stage_inputs, stage_params  # noqa: F401 - re-exported
 
 NOT_TRANSIENT = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError,
@@ -70,8 +70,7 @@ def _record_id(stage: str, algorithm: str | None) -> str:
 
 
 def _outputs_state(stage: str, params_file: str | Path, algorithm: str | None) -> dict:
-    return {"key": stage_cache_key(stage, params_file, algorithm),
-            "outputs": {str(p): path_sha256(p) for p in stage_outputs(stage, params_file, algorithm)}}
+    return result_state(stage, params_file, stage_outputs(stage, params_file, algorithm), algorithm)
 
 
 def cache_usable(stage: str, params_file: str | Path, algorithm: str | None = None) -> bool:
