@@ -22,7 +22,7 @@ from pydantic import Field
 
 from flows.pipeline import ParamsFile, RunName
 from pgrpo.stages import registry
-from pgrpo.compare import check_shared_outputs, load_compare
+from pgrpo.experiments.compare import check_shared_outputs, load_compare
 from tasks import compare as tasks
 from tasks import stages
 

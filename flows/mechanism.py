@@ -1,4 +1,4 @@
-"""The Prefect flow `pgrpo-mechanism`: issue 13's mechanism experiment (pgrpo/stages/mechanism.py).
+"""The Prefect flow `pgrpo-mechanism`: issue 13's mechanism experiment (pgrpo/experiments/mechanism.py).
 
     python -m flows.mechanism                          # the full grid (configs/mechanism.yaml)
     python -m flows.mechanism --preset ci              # ~2 minutes
@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from pgrpo.mechanism_run import print_verdicts
+from pgrpo.experiments.mechanism_run import print_verdicts
 from tasks import mechanism as tasks
 
 Preset = Annotated[Literal["full", "ci"], Field(description=(
@@ -62,7 +62,7 @@ def mechanism(preset: Preset = "full", seeds: Seeds = None, tilts: Tilts = None,
         workers: parallel processes; empty = the preset's
         tracking: one MLflow run per cell; empty = the preset's
     """
-    from pgrpo.stages.mechanism import load_config
+    from pgrpo.experiments.mechanism_config import load_config
 
     log = get_run_logger()
     given = {"seeds": seeds, "tilts": tilts, "conditions": conditions, "estimators": estimators,

@@ -38,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pgrpo.stages import registry
 from pgrpo.core.config import merge_params, parse_sets, read_params, write_temp_params
-from pgrpo.pipeline import PIPELINE_LOCK, check_params, lock_wait
-from pgrpo.run_lock import run_lock
+from pgrpo.orchestration.pipeline import PIPELINE_LOCK, check_params, lock_wait
+from pgrpo.orchestration.run_lock import run_lock
 from tasks import stages
 
 # One definition per knob: the flow's signature (the UI form) and PipelineParams share it.

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    import pgrpo.stages.training_rewards  # noqa: F401 - the judge / reward-model rewards
+    import pgrpo.stages.reward.training_rewards  # noqa: F401 - the judge / reward-model rewards
     from pgrpo.core.trainer import train_policy  # heavy imports after the arguments are checked
 
     result = train_policy(cfg, args.output_dir or paths.policy_dir(args.algorithm or cfg.advantage))

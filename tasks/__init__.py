@@ -1,5 +1,5 @@
 """Prefect tasks, one thin task per pipeline stage (tasks/stages.py), each calling
-pgrpo.pipeline.run_stage: the same function `dvc repro` runs through the CLI.
+pgrpo.orchestration.pipeline.run_stage: the same function `dvc repro` runs through the CLI.
 
 Kept outside the library so that `pgrpo` imports without Prefect (the GPU machines
 have no MLOps stack). The flow that chains them: flows/pipeline.py.

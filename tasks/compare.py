@@ -1,10 +1,10 @@
-"""Prefect tasks of the comparison (flows/compare.py); each calls pgrpo.compare.
+"""Prefect tasks of the comparison (flows/compare.py); each calls pgrpo.experiments.compare.
 
     from tasks.compare import train_seed, evaluate_seed, summarize
     train_seed.fn("params.yaml", ["grpo", "pgrpo"], 1, "pgrpo")   # the bare function
 
 No Prefect cache keys here: train_policy resumes from its final checkpoint, so a finished
-(seed, algorithm) costs a model load on a rerun, and pgrpo.compare.evaluate_seed skips an
+(seed, algorithm) costs a model load on a rerun, and pgrpo.experiments.compare.evaluate_seed skips an
 evaluation whose inputs and code are unchanged (its own key, next to its outputs).
 Retries as the pipeline's stages: once, on errors a second try can fix.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from pgrpo import compare as cmp
+from pgrpo.experiments import compare as cmp
 from tasks.stages import ProgressLogger, artifact_key, in_prefect_run, retry_if_transient
 
 _RETRY = {"retries": 1, "retry_delay_seconds": 10, "retry_condition_fn": retry_if_transient}

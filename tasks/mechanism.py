@@ -1,4 +1,4 @@
-"""Prefect tasks of the mechanism experiment (flows/mechanism.py); each calls pgrpo.mechanism_run.
+"""Prefect tasks of the mechanism experiment (flows/mechanism.py); each calls pgrpo.experiments.mechanism_run.
 
     from tasks.mechanism import run_grid, report
     results = run_grid.fn("ci", {"seeds": [0, 1]})            # the bare function
@@ -13,8 +13,8 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from pgrpo import mechanism_run as run
-from pgrpo.stages.mechanism import load_config
+from pgrpo.experiments import mechanism_run as run
+from pgrpo.experiments.mechanism_config import load_config
 from tasks.stages import in_prefect_run
 
 

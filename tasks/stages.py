@@ -1,4 +1,4 @@
-"""One thin Prefect task per pipeline stage; each calls pgrpo.pipeline.run_stage.
+"""One thin Prefect task per pipeline stage; each calls pgrpo.orchestration.pipeline.run_stage.
 
     from tasks.stages import prepare, assign_groups, train_reward, train_policy, evaluate
     metrics = prepare.fn("params.yaml")                 # the bare function, no Prefect run
@@ -39,10 +39,10 @@ from pgrpo.stages import registry
 
 from pgrpo.core import paths
 from pgrpo.core.config import policy_config
-from pgrpo.stages.report import markdown_table
-from pgrpo.pipeline import STAGES, run_stage  # noqa: F401 - STAGES is re-exported by tasks
-from pgrpo.stage_key import result_state
-from pgrpo.stage_key import stage_cache_key, stage_inputs, stage_params  # noqa: F401 - re-exported
+from pgrpo.stages.evaluation.report import markdown_table
+from pgrpo.orchestration.pipeline import STAGES, run_stage  # noqa: F401 - STAGES is re-exported by tasks
+from pgrpo.orchestration.stage_key import result_state
+from pgrpo.orchestration.stage_key import stage_cache_key, stage_inputs, stage_params  # noqa: F401 - re-exported
 
 NOT_TRANSIENT = (ValueError, TypeError, KeyError, LookupError, FileNotFoundError,
                  NotImplementedError, ImportError)
@@ -173,7 +173,7 @@ def summarize(stage: str, metrics: dict, algorithm: str | None = None) -> str:
         return (f"## train_policy {algorithm}: {len(rows)} steps, final train/reward "
                 f"{rows[-1].get('train/reward') if rows else None}\n\n"
                 + _md_table(["group", "reward at step 1", "reward at last step"], table))
-    report = paths.REPORTS / "report.md"  # evaluate renders its own (pgrpo.stages.report)
+    report = paths.REPORTS / "report.md"  # evaluate renders its own (pgrpo.stages.evaluation.report)
     return report.read_text(encoding="utf-8") if report.is_file() else json.dumps(m, indent=2)
 
 

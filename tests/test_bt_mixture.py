@@ -1,4 +1,4 @@
-"""The mixture of Bradley-Terry models (pgrpo.stages.bt_mixture) and its assign_groups path.
+"""The mixture of Bradley-Terry models (pgrpo.stages.groups.bt_mixture) and its assign_groups path.
 
 Planted data: K classes with known utility directions, users whose choices are
 Bradley-Terry draws from their class's utility, so the right partition is known.
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy.special import log_expit, logsumexp
 
-from pgrpo.stages.bt_mixture import fit_bt_mixture
-from pgrpo.stages.groups import AssignConfig, ari, assign_groups, cluster_vectors
+from pgrpo.stages.groups.bt_mixture import fit_bt_mixture
+from pgrpo.stages.groups.assign_groups import AssignConfig, ari, assign_groups, cluster_vectors
 
 
 def planted(sizes=(20, 12, 8), pairs_per_user: int = 12, dim: int = 6, seed: int = 0):
@@ -70,7 +70,7 @@ def test_each_class_direction_maximizes_its_weighted_penalized_likelihood():
 
 
 def test_bic_picks_the_planted_number_of_classes_and_is_seeded(tmp_path):
-    from pgrpo.stages.groups import bt_mixture_groups
+    from pgrpo.stages.groups.assign_groups import bt_mixture_groups
 
     X, users, truth = planted(sizes=(20, 16, 12), pairs_per_user=16, dim=5, seed=3)
     ids = np.array([f"u{u:03d}" for u in users])

@@ -17,9 +17,9 @@ import yaml
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from pgrpo.compare import CompareConfig, load_compare
-from pgrpo.stages.compare_summary import NOT_JUDGED, render_comparison, summarize_runs, verdict
-from pgrpo.stages.metrics import t_interval
+from pgrpo.experiments.compare import CompareConfig, load_compare
+from pgrpo.experiments.compare_summary import NOT_JUDGED, render_comparison, summarize_runs, verdict
+from pgrpo.stages.evaluation.metrics import t_interval
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (tables)
 T_975_DF1 = 12.706204736174704
@@ -202,7 +202,7 @@ def test_compare_config_defaults_and_errors(tmp_path):
 def tiny_pipeline(tmp_path, monkeypatch):
     from test_flows import TINY
 
-    from pgrpo.pipeline import run_stage
+    from pgrpo.orchestration.pipeline import run_stage
 
     monkeypatch.chdir(tmp_path)
     params = {**TINY, "compare": {"seeds": [0, 1], "algorithms": {
@@ -216,7 +216,7 @@ def tiny_pipeline(tmp_path, monkeypatch):
 def test_comparison_runs_every_seed_and_summarizes_what_they_measured(tiny_pipeline, capsys):
     from safetensors.torch import load_file
 
-    from pgrpo.compare import COMPARE_REPORTS, OUTPUTS, main, seed_dirs
+    from pgrpo.experiments.compare import COMPARE_REPORTS, OUTPUTS, main, seed_dirs
 
     assert main(["--params", "params.yaml"]) == 0
     for name in OUTPUTS:
@@ -257,7 +257,7 @@ def test_comparison_runs_every_seed_and_summarizes_what_they_measured(tiny_pipel
 
 
 def test_comparison_needs_the_shared_stages_first(tmp_path, monkeypatch, capsys):
-    from pgrpo.compare import main
+    from pgrpo.experiments.compare import main
 
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(yaml.safe_dump({"policy": {"steps": 1}}))

@@ -19,7 +19,7 @@ import yaml
 
 from pgrpo import NO_TELEMETRY
 from pgrpo.core.config import main as config_main, read_params, write_params
-from pgrpo.pipeline import STAGES, main, run_stage
+from pgrpo.orchestration.pipeline import STAGES, main, run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 ALGORITHMS = ["pgrpo", "grpo"]
@@ -121,13 +121,13 @@ def _leaves(d: dict, prefix: str = ""):
 
 def test_presets_resolve_to_complete_params_files():
     from pgrpo.core.config import load_section, policy_config
-    from pgrpo.stages.evaluate import EvalConfig
-    from pgrpo.stages.groups import AssignConfig
+    from pgrpo.stages.evaluation.eval_config import EvalConfig
+    from pgrpo.stages.groups.assign_groups import AssignConfig
     from pgrpo.tracking.mlflow_tracking import TrackingConfig
-    from pgrpo.stages.prepare import PrepareConfig
-    from pgrpo.stages.train_reward import RewardConfig
+    from pgrpo.stages.data.prepare import PrepareConfig
+    from pgrpo.stages.reward.train_reward import RewardConfig
 
-    from pgrpo.compare import load_compare
+    from pgrpo.experiments.compare import load_compare
 
     base = read_params(REPO / "params.yaml")
     for f in ["params.yaml", *PRESETS]:
@@ -172,13 +172,13 @@ def test_params_yaml_states_the_class_defaults_except_the_pipeline_wiring():
     `dvc params diff` and the comments show them) but may not disagree with a class default."""
     from pydantic_core import PydanticUndefined
 
-    from pgrpo.compare import CompareConfig
+    from pgrpo.experiments.compare import CompareConfig
     from pgrpo.core.config import PolicyConfig
-    from pgrpo.stages.evaluate import EvalConfig
-    from pgrpo.stages.groups import AssignConfig
+    from pgrpo.stages.evaluation.eval_config import EvalConfig
+    from pgrpo.stages.groups.assign_groups import AssignConfig
     from pgrpo.tracking.mlflow_tracking import TrackingConfig
-    from pgrpo.stages.prepare import PrepareConfig
-    from pgrpo.stages.train_reward import RewardConfig
+    from pgrpo.stages.data.prepare import PrepareConfig
+    from pgrpo.stages.reward.train_reward import RewardConfig
 
     params = read_params(REPO / "params.yaml")
     differ = []
@@ -309,7 +309,7 @@ def test_dvc_repro_smoke_end_to_end(smoke_repro):
 def test_comparison_over_dvc_experiments(smoke_repro):
     """The comparison's DVC route as README "Comparing algorithms over seeds" gives it: a
     queued experiment per seed, an algorithm added with -S, `dvc queue start`, then
-    pgrpo.compare summarizing their metrics, which DVC reads from the experiments' commits
+    pgrpo.experiments.compare summarizing their metrics, which DVC reads from the experiments' commits
     (a metrics file git ignores would be missing there)."""
     import time
 
@@ -326,7 +326,7 @@ def test_comparison_over_dvc_experiments(smoke_repro):
         assert time.monotonic() < deadline, status
         time.sleep(5)
     assert status.count("Success") == 2, status
-    _run([sys.executable, "-m", "pgrpo.compare", "--from-dvc-exps", "seed1,seed2",
+    _run([sys.executable, "-m", "pgrpo.experiments.compare", "--from-dvc-exps", "seed1,seed2",
           "--algorithms", "pgrpo,pgrpo_random"], repo, env)
     summary = json.loads((repo / "reports" / "compare" / "summary.json").read_text())
     assert summary["runs"] == ["seed1", "seed2"]

@@ -1,4 +1,4 @@
-"""The evaluate stage end to end on tiny data, and the judge (pgrpo.stages.evaluate, pgrpo.stages.judge).
+"""The evaluate stage end to end on tiny data, and the judge (pgrpo.stages.evaluation.evaluate, pgrpo.stages.evaluation.judge).
 
     .venv/bin/python -m pytest -q tests/test_evaluate.py
 
@@ -22,9 +22,9 @@ import pytest
 
 from pgrpo.core.config import PolicyConfig
 from pgrpo.stages.data.personas import make_personas, persona_to_json, utility
-from pgrpo.stages.evaluate import EvalConfig, evaluate, main
-from pgrpo.stages.judge import judge_scores
-from pgrpo.stages.metrics import curve_auc, win_rate
+from pgrpo.stages.evaluation.evaluate import EvalConfig, evaluate, main
+from pgrpo.stages.evaluation.judge import judge_scores
+from pgrpo.stages.evaluation.metrics import curve_auc, win_rate
 from pgrpo.core.metric_log import read_metrics
 
 ALGS = ["pgrpo", "grpo"]
@@ -47,10 +47,10 @@ def eval_cfg(**overrides) -> EvalConfig:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from pgrpo.stages.groups import AssignConfig, assign_groups
-    from pgrpo.stages.prepare import PrepareConfig, prepare
-    from pgrpo.stages.train_reward import RewardConfig, train_reward
-    import pgrpo.stages.training_rewards  # noqa: F401 - reward: judge
+    from pgrpo.stages.groups.assign_groups import AssignConfig, assign_groups
+    from pgrpo.stages.data.prepare import PrepareConfig, prepare
+    from pgrpo.stages.reward.train_reward import RewardConfig, train_reward
+    import pgrpo.stages.reward.training_rewards  # noqa: F401 - reward: judge
     from pgrpo.core.trainer import train_policy
 
     tmp = tmp_path_factory.mktemp("eval")
@@ -61,7 +61,7 @@ def run(tmp_path_factory):
                   data)
     train_reward(RewardConfig(encoder="tiny-random-bert", epochs=1, max_length=64, batch_size=32),
                  data / "pairs.parquet", data / "groups.parquet", tmp / "reward")
-    from pgrpo.stages.judge_curve import JudgeCurve
+    from pgrpo.stages.evaluation.judge_curve import JudgeCurve
 
     for alg in ALGS:
         # grpo also logs the judge's validation curve (policy.judge_every) and trains on the
@@ -265,7 +265,7 @@ def test_judge_curve_points_reuse_the_same_draws():
     import torch
 
     from pgrpo.stages.data.personas import make_personas, persona_to_json
-    from pgrpo.stages.judge_curve import JudgeCurve
+    from pgrpo.stages.evaluation.judge_curve import JudgeCurve
     from pgrpo.core.models import load_policy
     from pgrpo.core.prompts import from_records
 
@@ -304,7 +304,7 @@ def test_reward_check_champion_and_gain_intervals(run):
         assert r["mean_ci_low"] <= r["mean_reward"] <= r["mean_ci_high"]
     report = (tmp / "reports" / "report.md").read_text()
     assert "reward-signal check" in report and f"**{results['champion']}**" in report
-    from pgrpo.stages.metrics import helps_users
+    from pgrpo.stages.evaluation.metrics import helps_users
     assert "## Does training help the users?" in report
     for alg in ALGS:  # the rule's verdict, as the rule computes it, in metrics and report
         r = results["algorithms"][alg]
@@ -314,7 +314,7 @@ def test_reward_check_champion_and_gain_intervals(run):
 
 def test_val_and_test_prompts_never_overlap(run):
     tmp, _ = run
-    from pgrpo.stages.evaluate import eval_prompts, eval_role
+    from pgrpo.stages.evaluation.evaluate import eval_prompts, eval_role
 
     data = tmp / "data"
     test = eval_prompts(data / "prompts.parquet", data / "groups.parquet", 50, 0)

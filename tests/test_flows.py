@@ -30,8 +30,8 @@ from pydantic import ValidationError
 
 from pgrpo.core.config import merge_params, read_params
 from flows.pipeline import PipelineParams, effective_params_file, pipeline
-from pgrpo import stage_key
-from pgrpo.stage_code import stage_code
+from pgrpo.orchestration import stage_key
+from pgrpo.orchestration.stage_code import stage_code
 from tasks import stages
 
 TINY = merge_params(read_params(REPO / "params.yaml"), {
@@ -137,7 +137,7 @@ def test_cache_key_follows_the_code_each_stage_runs(tiny_repo, tmp_path, monkeyp
     shutil.copytree(REPO / "pgrpo", code / "pgrpo", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(stage_key, "CODE_ROOT", code)
     before = {s: stages.stage_cache_key(s, "params.yaml") for s in ("prepare", "assign_groups")}
-    with (code / "pgrpo" / "stages" / "bt_mixture.py").open("a") as f:
+    with (code / "pgrpo" / "stages" / "groups" / "bt_mixture.py").open("a") as f:
         f.write("\n# an edit\n")
     assert stages.stage_cache_key("assign_groups", "params.yaml") != before["assign_groups"]
     assert stages.stage_cache_key("prepare", "params.yaml") == before["prepare"]
@@ -281,7 +281,7 @@ def test_flow_runs_every_stage_as_a_task_and_leaves_dvc_up_to_date(tmp_path, mon
         # is the one DVC hashes, identical to the code that runs until edited): those stages
         # run again, the others stay cached, and DVC records the truth.
         monkeypatch.setattr(stage_key, "CODE_ROOT", tmp_path)
-        with (tmp_path / "pgrpo" / "stages" / "judge.py").open("a") as f:
+        with (tmp_path / "pgrpo" / "stages" / "evaluation" / "judge.py").open("a") as f:
             f.write("\n# an edit\n")
         assert "evaluate" in _dvc("status", cwd=tmp_path)
         edited = task_runs(pipeline(params_file="params.yaml", return_state=True))
@@ -297,7 +297,7 @@ def test_flow_runs_every_stage_as_a_task_and_leaves_dvc_up_to_date(tmp_path, mon
     assert len(again) == len(runs) and all(r.state.name == "Cached" for r in again)
 
     rerun = {r.name.split("-")[0] for r in edited if r.state.name != "Cached"}
-    assert rerun == {s for s in stages.STAGES if Path("pgrpo/stages/judge.py") in stage_code(s)}, rerun
+    assert rerun == {s for s in stages.STAGES if Path("pgrpo/stages/evaluation/judge.py") in stage_code(s)}, rerun
     assert {"prepare", "evaluate"} <= {r.name.split("-")[0] for r in edited} and "prepare" not in rerun
     assert "up to date" in _dvc("status", cwd=tmp_path)  # the two front doors agree
 

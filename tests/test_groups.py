@@ -1,6 +1,6 @@
 """assign_groups: label / cluster / random groups, K selection, metrics, outputs.
 
-Inputs are hand-made DataFrames that follow pgrpo.stages.schemas (not prepare's output),
+Inputs are hand-made DataFrames that follow pgrpo.stages.data.schemas (not prepare's output),
 so this stage is tested on its own. Only one test loads the real MiniLM.
 """
 
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pgrpo.stages import groups as G
-from pgrpo.stages.groups import AssignConfig, assign_groups, cluster_vectors, name_by_size
-from pgrpo.stages.schemas import DataValidationError, Groups, validate
+from pgrpo.stages.groups import assign_groups as G
+from pgrpo.stages.groups.assign_groups import AssignConfig, assign_groups, cluster_vectors, name_by_size
+from pgrpo.stages.data.schemas import DataValidationError, Groups, validate
 
 TINY = "tiny-random-bert"
 

@@ -1,14 +1,18 @@
 """The import contract of the package's layers, lowest first:
 
-    pgrpo/core/      the algorithm and trainer   torch, transformers, accelerate, peft
-    pgrpo/stages/    the pipeline's stages       + pgrpo.core, pandera (tables)
-    pgrpo/tracking/  where runs are recorded     + pgrpo.stages, mlflow, dvc / prefect (tags)
-    pgrpo/*.py       orchestration (the stage runner, registry, locks, comparison, CLIs)
+    pgrpo/core/           the algorithm and trainer   torch, transformers, accelerate, peft
+    pgrpo/stages/         the pipeline's stages       + pgrpo.core, pandera (tables)
+    pgrpo/tracking/       where runs are recorded     + pgrpo.stages, mlflow, dvc / prefect (tags)
+    pgrpo/orchestration/  the stage runner, keys, locks
+    pgrpo/experiments/    the comparison, the mechanism experiment
+    pgrpo/*.py            the package and its CLI face (train.py)
 
 A module may import its own layer and the layers below it, never one above; core never
 imports the MLOps stack (the GPU machines have none of it), stages never prefect, mlflow
-or dvc. Every import counts, also those inside functions. The last tests import each
-lower layer in a process where the packages it must not need cannot be imported at all.
+or dvc. Every import counts, also those inside functions and under TYPE_CHECKING. And no
+two modules import each other, directly or round a circle: such a pair is one idea cut
+badly (neither can be read, tested or moved alone). The last tests import each lower
+layer in a process where the packages it must not need cannot be imported at all.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from pgrpo.stage_code import imports
+from pgrpo.orchestration.stage_code import imports
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "pgrpo"
-LAYERS = ["core", "stages", "tracking", "top"]
+LAYERS = ["core", "stages", "tracking", "orchestration", "experiments", "top"]
 MLOPS = ("prefect", "mlflow", "dvc", "pandera")
-NEVER = {"core": MLOPS, "stages": ("prefect", "mlflow", "dvc"), "tracking": (), "top": ()}
+NEVER = {"core": MLOPS, "stages": ("prefect", "mlflow", "dvc"), "tracking": (),
+         "orchestration": (), "experiments": (), "top": ()}
 
 
 def layer_of_file(path: Path) -> str:
@@ -66,13 +71,87 @@ def test_no_module_imports_a_higher_layer_or_the_mlops_stack_below_tracking():
 def test_the_checker_catches_an_upward_import(tmp_path, monkeypatch):
     """The contract test itself can fail: a core module importing a stage is reported."""
     bad = PKG / "core" / "_contract_probe.py"
-    bad.write_text("def f():\n    from pgrpo.stages.judge import judge_scores\n    import mlflow\n")
+    bad.write_text("def f():\n    from pgrpo.stages.evaluation.judge import judge_scores\n    import mlflow\n")
     try:
         found = violations()
     finally:
         bad.unlink()
-    assert any("_contract_probe.py (core) imports pgrpo.stages.judge" in v for v in found), found
+    assert any("_contract_probe.py (core) imports pgrpo.stages.evaluation.judge" in v for v in found), found
     assert any("_contract_probe.py (core) imports mlflow" in v for v in found), found
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """pgrpo module -> the pgrpo modules it imports (`from pkg import name` counts the
+    module pkg.name when there is one, else pkg)."""
+    files = {module_name(p): p for p in PKG.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        deps = set()
+        for imported in imports(ast.parse(path.read_text(encoding="utf-8"))):
+            while imported and imported not in files:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                deps.add(imported)
+        graph[name] = deps
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_module_imports_its_own_importer():
+    found = circles(import_graph())
+    assert not found, "modules that import each other (round a circle):\n" + \
+        "\n".join(" -> ".join(c) for c in found)
+
+
+def test_the_circle_check_catches_a_circle_of_three():
+    """It can fail: a -> b -> c -> a (a lazy import inside a function counts) is one circle,
+    found in the real package too once written there; a chain a -> b -> c is not."""
+    assert circles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    probe_a, probe_b = PKG / "core" / "_circle_probe_a.py", PKG / "core" / "_circle_probe_b.py"
+    probe_a.write_text("from pgrpo.core._circle_probe_b import g\n")
+    probe_b.write_text("def g():\n    from pgrpo.core import _circle_probe_a\n")
+    try:
+        found = circles(import_graph())
+    finally:
+        probe_a.unlink()
+        probe_b.unlink()
+    assert ["pgrpo.core._circle_probe_a", "pgrpo.core._circle_probe_b"] in found, found
 
 
 @pytest.mark.parametrize("layer", ["core", "stages"])

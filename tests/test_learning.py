@@ -1,6 +1,6 @@
 """The learning test: a tiny policy whose judge reward rises under GRPO and under P-GRPO.
 
-The world of the mechanism experiment (pgrpo.stages.mechanism): a 2-layer Llama with a word-level
+The world of the mechanism experiment (pgrpo.experiments.mechanism): a 2-layer Llama with a word-level
 tokenizer, pre-trained to answer every user in mixed styles (half in the majority's),
 then trained with the project's Trainer on the judge itself (persona utility) and judged
 on held-out users. It guards what everything else rests on: that the estimators, the loss
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pgrpo.stages import mechanism as mech
-from pgrpo.stages import mechanism_world
+from pgrpo.experiments import mechanism as mech
+from pgrpo.experiments import mechanism_world
 from pgrpo.core.advantages import ADVANTAGE_ESTIMATORS, GroupRewardStats, pgrpo_advantages, register_advantage
 
 SEEDS = (0, 1, 2, 3)

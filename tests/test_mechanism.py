@@ -10,9 +10,10 @@ from scipy import stats
 from test_mlflow_tracking import empty_db, store  # noqa: F401  (fixtures: a fresh sqlite store)
 
 from pgrpo.stages.data.personas import utility
-from pgrpo.stages.mechanism import ConditionReward, MechanismConfig, cells
-from pgrpo.stages.mechanism_world import _pieces, build_word_tokenizer, make_prompts, personas, sft_pairs
-from pgrpo.stages.mechanism_report import summarize, verdict
+from pgrpo.experiments.mechanism import ConditionReward, cells
+from pgrpo.experiments.mechanism_config import MechanismConfig
+from pgrpo.experiments.mechanism_world import _pieces, build_word_tokenizer, make_prompts, personas, sft_pairs
+from pgrpo.experiments.mechanism_report import summarize, verdict
 
 
 @pytest.mark.parametrize("lo, hi, want", [
@@ -141,7 +142,7 @@ def test_summary_pairs_by_seed_and_matches_a_scipy_t_interval():
 def test_tiny_grid_end_to_end_resumes_and_pairs(tmp_path):
     """Real SFT, Trainer steps and judge on a grid of 4 cells in this process; a second run
     reuses every cell; step 0 (the base policy) is judged identically for both estimators."""
-    from pgrpo.mechanism_run import run_experiment
+    from pgrpo.experiments.mechanism_run import run_experiment
 
     cfg = MechanismConfig(tilts=[0.8], conditions=["offset"], estimators=["grpo", "pgrpo"],
                           seeds=[0, 1], optimizers=["adamw"], sft_examples=60, sft_epochs=1,
@@ -170,7 +171,7 @@ def test_tiny_grid_end_to_end_resumes_and_pairs(tmp_path):
 
 def test_grpo_ignores_a_per_prompt_offset(tmp_path):
     """The same seed under clean and offset rewards: GRPO's judge curve is the same."""
-    from pgrpo.mechanism_run import run_grid
+    from pgrpo.experiments.mechanism_run import run_grid
 
     cfg = MechanismConfig(tilts=[0.8], conditions=["clean", "offset"], estimators=["grpo"],
                           seeds=[0, 1], optimizers=["adamw"], sft_examples=60, sft_epochs=1,
@@ -183,7 +184,7 @@ def test_grpo_ignores_a_per_prompt_offset(tmp_path):
 
 def test_cells_are_logged_to_mlflow_one_run_each(store, tmp_path):  # noqa: F811
     """Tracking (off by default): a parent run and one child per cell, tagged and with curves."""
-    from pgrpo.mechanism_run import log_to_mlflow
+    from pgrpo.experiments.mechanism_run import log_to_mlflow
 
     cfg = MechanismConfig(experiment="pgrpo-mechanism-test")
     results = [_fake("sgd", "trap", 0.95, "pgrpo_scale", 3, [1.0, 0.5]),

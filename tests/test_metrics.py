@@ -1,4 +1,4 @@
-"""Evaluation metric functions (pgrpo.stages.metrics) against hand-computed cases.
+"""Evaluation metric functions (pgrpo.stages.evaluation.metrics) against hand-computed cases.
 
     .venv/bin/python -m pytest -q tests/test_metrics.py
 """
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from pgrpo.stages.metrics import (
+from pgrpo.stages.evaluation.metrics import (
     bootstrap_ci,
     curve_auc,
     learning_efficiency,
@@ -253,7 +253,7 @@ BASE = _pol(None, None, 0.0, {"a": (0.5, 0.3, 0.7), "b": (0.2, 0.0, 0.4)})
     (_pol(None, None, 0.01, {"a": (0.6, None, None), "b": (0.3, None, None)}), "unresolved", []),
 ])
 def test_helps_users_applies_the_rule(policy, verdict, harmed):
-    from pgrpo.stages.metrics import helps_users
+    from pgrpo.stages.evaluation.metrics import helps_users
 
     out = helps_users(policy, BASE, kl_limit=0.1)
     assert out["verdict"] == verdict and out["harmed_groups"] == harmed
@@ -263,7 +263,7 @@ def test_helps_users_applies_the_rule(policy, verdict, harmed):
 def test_seeds_to_resolve_against_the_t_quantiles_by_hand():
     from scipy.stats import t as student_t
 
-    from pgrpo.stages.metrics import seeds_to_resolve
+    from pgrpo.stages.evaluation.metrics import seeds_to_resolve
 
     # mean 0.2, sd 0.1: n = 3 gives 4.303 * 0.1 / sqrt(3) = 0.248 > 0.2, n = 4 gives 0.159
     assert seeds_to_resolve([0.1, 0.2, 0.3]) == 4

@@ -26,9 +26,10 @@ import yaml
 mlflow = pytest.importorskip("mlflow")
 
 from pgrpo.tracking.mlflow_tracking import (
-    PARENT_ENV, TrackingConfig, flatten_params, log_artifact_files, log_figure,
+    PARENT_ENV, TrackingConfig, log_artifact_files, log_figure,
     log_metrics_file, log_metrics_flat, pipeline_run, resolve_tracking_uri, stage_run,
 )
+from pgrpo.tracking.mlflow_names import flatten_params
 from pgrpo.tracking.mlflow_logger import MlflowLogger
 from pgrpo.tracking.provenance import dvc_tags
 
@@ -260,7 +261,7 @@ def tiny_models(tmp_path_factory):
     from test_reward_model import preference_tables, tiny_cfg, write_tables
 
     from pgrpo.core.models import load_policy
-    from pgrpo.stages.train_reward import train_reward
+    from pgrpo.stages.reward.train_reward import train_reward
 
     root = tmp_path_factory.mktemp("models")
     pairs, groups = preference_tables(n_train=8, n_eval=4, users_per_group=2)
@@ -277,7 +278,7 @@ def test_models_logged_registered_champion_loads_and_predicts(store, tiny_models
         promote_best_policy,
     )
     from pgrpo.core.models import load_policy
-    from pgrpo.stages.reward_model import GroupRewardFn
+    from pgrpo.stages.reward.reward_model import GroupRewardFn
     from pgrpo.core.rollout import chat_prompts
 
     reward_dir, policy_dir = tiny_models

@@ -1,15 +1,15 @@
-"""Pairs between the base policy's own samples, labelled by the judge (pgrpo.stages.policy_pairs)."""
+"""Pairs between the base policy's own samples, labelled by the judge (pgrpo.stages.reward.policy_pairs)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from pgrpo.stages.groups import AssignConfig, assign_groups
-from pgrpo.stages.judge import judge_scores
-from pgrpo.stages.policy_pairs import policy_pairs
-from pgrpo.stages.prepare import PrepareConfig, prepare
-from pgrpo.stages.schemas import Pairs, validate
+from pgrpo.stages.groups.assign_groups import AssignConfig, assign_groups
+from pgrpo.stages.evaluation.judge import judge_scores
+from pgrpo.stages.reward.policy_pairs import policy_pairs
+from pgrpo.stages.data.prepare import PrepareConfig, prepare
+from pgrpo.stages.data.schemas import Pairs, validate
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_same_seed_same_pairs_and_noise_flips_some(data):
 
 
 def test_train_reward_keeps_the_policy_pairs(data, tmp_path):
-    from pgrpo.stages.train_reward import RewardConfig, train_reward
+    from pgrpo.stages.reward.train_reward import RewardConfig, train_reward
 
     pairs, stats = policy_pairs("tiny-random-llama", data, n_prompts=4, max_new_tokens=6)
     cfg = RewardConfig(encoder="tiny-random-bert", epochs=1, batch_size=8, max_length=64,

@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pgrpo.stages import prepare as prepare_mod
+from pgrpo.stages.data import prepare as prepare_mod
 from pgrpo.stages.data import movielens, synthetic
 from pgrpo.stages.data.personas import (make_personas, persona_from_json, persona_to_json,
                                  style_features, utility)
-from pgrpo.stages.prepare import OUTPUTS, PrepareConfig, main, prepare
-from pgrpo.stages.schemas import DataValidationError, Judge, Pairs, Prompts, Users, validate
+from pgrpo.stages.data.prepare import OUTPUTS, PrepareConfig, main, prepare
+from pgrpo.stages.data.schemas import DataValidationError, Judge, Pairs, Prompts, Users, validate
 
 REPO = Path(__file__).resolve().parents[1]
 ML100K = Path(__file__).resolve().parents[2] / "shared/data/movielens/ml-100k"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from pgrpo.stages.reward_check import (
+from pgrpo.stages.evaluation.reward_check import (
     WARN_BELOW,
     between_prompt_share,
     reward_signal_check,

@@ -1,10 +1,10 @@
-"""Tests of the group-conditioned reward model (pgrpo.stages.reward_model, pgrpo.stages.train_reward).
+"""Tests of the group-conditioned reward model (pgrpo.stages.reward.reward_model, pgrpo.stages.reward.train_reward).
 
     .venv/bin/python -m pytest -q tests/test_reward_model.py
 
 All but one test use the 2-layer random encoder ("tiny-random-bert"); the MiniLM
 test learns two opposite preferences from a few dozen pairs (~20-40 s on 2 cores).
-Inputs are built by hand as DataFrames that follow pgrpo.stages.schemas (Pairs, Groups).
+Inputs are built by hand as DataFrames that follow pgrpo.stages.data.schemas (Pairs, Groups).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 import torch
 
-from pgrpo.stages.reward_model import (
+from pgrpo.stages.reward.reward_model import (
     GroupRewardFn, bradley_terry_loss, load_reward_model, pairwise_accuracy,
 )
 from pgrpo.core.rewards import REWARDS, get_reward_fn, movielens_rule_reward
-from pgrpo.stages.schemas import DataValidationError
-from pgrpo.stages.train_reward import RewardConfig, main, train_reward
+from pgrpo.stages.data.schemas import DataValidationError
+from pgrpo.stages.reward.train_reward import RewardConfig, main, train_reward
 
 TOPICS = [
     "pizza", "rainy days", "jazz", "running", "the ocean", "coffee", "chess", "winter", "cats",
@@ -89,7 +89,7 @@ def tables(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def trained(tables, tmp_path_factory) -> tuple[Path, dict, torch.nn.Module]:
     """(folder, metrics, in-memory model) of one tiny run (seed 0) shared by several tests."""
-    import pgrpo.stages.reward_model as rm
+    import pgrpo.stages.reward.reward_model as rm
 
     captured = {}
 
@@ -287,7 +287,7 @@ def test_movielens_rule_reward():
     assert movielens_rule_reward(["q"], ["comedy"], torch.zeros(1), [{"heldout_titles": []}]).tolist() == [0.0]
     with pytest.raises(KeyError, match="sample 0"):
         movielens_rule_reward(["q"], ["x"], torch.zeros(1), [{}])
-    # Registered by name once pgrpo.stages.reward_model is imported.
+    # Registered by name once pgrpo.stages.reward.reward_model is imported.
     assert REWARDS["movielens_rule"] is movielens_rule_reward
     assert get_reward_fn("movielens_rule") is movielens_rule_reward
 
@@ -311,7 +311,7 @@ def test_frozen_encoder_trains_the_head_on_cached_features(tables, tmp_path):
     accuracy measured by re-scoring the training pairs through the full model (no cache)
     must be what the head was fit to, i.e. clearly above the 0.5 a group-blind model gets.
     """
-    from pgrpo.stages.encoder import load_encoder
+    from pgrpo.stages.reward.encoder import load_encoder
 
     out = tmp_path / "frozen"
     metrics = train_reward(tiny_cfg(freeze_encoder=True, epochs=30, head_lr=5e-2), *tables, out)
@@ -354,8 +354,8 @@ def test_response_only_inputs_ignore_the_prompt(tables, tmp_path):
 
 def test_surface_features_by_hand():
     """Token counts (log1p) over the fitted vocabulary and one length bump per doubling."""
-    from pgrpo.stages.encoder import load_encoder
-    from pgrpo.stages.surface import LENGTH_CENTRES, SurfaceFeaturizer
+    from pgrpo.stages.reward.encoder import load_encoder
+    from pgrpo.stages.reward.surface import LENGTH_CENTRES, SurfaceFeaturizer
 
     _, tok = load_encoder("tiny-random-bert")
     texts = ["jazz jazz rocks", "jazz 🎵 🎵", "rare words here"]

@@ -2,7 +2,7 @@
 
 The registry is the one description of the stages; dvc.yaml restates it in DVC's
 words, so here every stage's params, data deps and outputs are compared with it, and
-every module a stage runs (pgrpo.stage_code, computed from its imports) must be a dep:
+every module a stage runs (pgrpo.orchestration.stage_code, computed from its imports) must be a dep:
 a stage whose code is not a dep can change its output while `dvc repro` says "up to
 date" (issue 14: the judge's utilities were no dep of evaluate).
 """
@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from pgrpo.stages import registry
-from pgrpo.pipeline import STAGES
-from pgrpo.stage_code import stage_code
+from pgrpo.orchestration.pipeline import STAGES
+from pgrpo.orchestration.stage_code import stage_code
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,8 +66,8 @@ def test_stages_come_in_an_order_where_every_input_is_already_written():
 
 def test_module_file_lists_match_the_registry():
     """prepare and evaluate name their output files for atomic writes; same files as here."""
-    from pgrpo.stages.evaluate import OUTPUTS as EVAL
-    from pgrpo.stages.prepare import OUTPUTS as PREP
+    from pgrpo.stages.evaluation.evaluate import OUTPUTS as EVAL
+    from pgrpo.stages.data.prepare import OUTPUTS as PREP
 
     assert sorted(f"data/processed/{n}" for n in PREP) == sorted(registry.stage("prepare").outputs)
     assert sorted(f"reports/{n}" for n in EVAL) == sorted(registry.stage("evaluate").outputs)
@@ -89,8 +89,8 @@ def test_every_module_a_stage_runs_is_a_dep(stage):
 def test_the_code_includes_lazy_imports_and_leaves_out_tracking():
     code = {p.as_posix() for p in stage_code("evaluate")}
     # evaluate imports the judge inside functions; its utilities live in pgrpo/stages/data
-    assert {"pgrpo/stages/judge.py", "pgrpo/stages/data/personas.py", "pgrpo/stages/evaluate.py",
-            "pgrpo/pipeline.py", "pgrpo/__init__.py"} <= code
+    assert {"pgrpo/stages/evaluation/judge.py", "pgrpo/stages/data/personas.py", "pgrpo/stages/evaluation/evaluate.py",
+            "pgrpo/orchestration/pipeline.py", "pgrpo/__init__.py"} <= code
     assert "pgrpo/tracking/mlflow_models.py" not in code  # only under `if track`
     assert "pgrpo/core/trainer.py" not in {p.as_posix() for p in stage_code("prepare")}
     with pytest.raises(ValueError, match="unknown stage 'train'"):

@@ -1,7 +1,7 @@
 """Tune the default run's shared knobs on validation prompts (issue 12, "defaults that learn").
 
 Trains each variant x algorithm from params.yaml's policy section plus the variant's
-overrides, judges the policy on held-out *validation* prompts (pgrpo.stages.evaluate.eval_role;
+overrides, judges the policy on held-out *validation* prompts (pgrpo.stages.evaluation.evaluate.eval_role;
 never the report's test prompts) every `--every` steps, and measures the k3 KL to the base
 on those prompts at the end. One JSON line per run in benchmarks/default_tuning/out/runs.jsonl
 (resumable: a run already there is skipped, an interrupted one continues from its last
@@ -34,11 +34,11 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
     import torch
 
     from pgrpo.core.config import policy_config
-    from pgrpo.stages.evaluate import EvalConfig, eval_prompts
-    from pgrpo.stages.policy_measures import run_policy
-    from pgrpo.stages.judge_curve import SEED, JudgeCurve
+    from pgrpo.stages.evaluation.evaluate import EvalConfig, eval_prompts
+    from pgrpo.stages.evaluation.policy_measures import run_policy
+    from pgrpo.stages.evaluation.judge_curve import SEED, JudgeCurve
     from pgrpo.core.models import load_policy
-    import pgrpo.stages.training_rewards  # noqa: F401 - the judge / reward-model rewards
+    import pgrpo.stages.reward.training_rewards  # noqa: F401 - the judge / reward-model rewards
     from pgrpo.core.trainer import train_policy
 
     cfg = policy_config("params.yaml", algorithm, {**overrides, "resume": True})

@@ -1,8 +1,8 @@
-"""The reward-signal check (pgrpo.stages.reward_check) of a reward-model folder on out/base_eval.jsonl."""
+"""The reward-signal check (pgrpo.stages.evaluation.reward_check) of a reward-model folder on out/base_eval.jsonl."""
 import json, sys, numpy as np, torch
 sys.path.insert(0,'.')
-from pgrpo.stages.reward_model import GroupRewardFn
-from pgrpo.stages.reward_check import reward_signal_check
+from pgrpo.stages.reward.reward_model import GroupRewardFn
+from pgrpo.stages.evaluation.reward_check import reward_signal_check
 rows=[json.loads(l) for l in open('benchmarks/reward_signal/out/base_eval.jsonl')]
 names=sorted({r['group'] for r in rows})
 rm=sys.argv[1]

@@ -4,7 +4,7 @@ args: N_PROMPTS PAIRS_PER_PROMPT INPUTS OUT_DIR TEMPLATE(1|0) [surface]"""
 import json, sys, random, pandas as pd
 sys.path.insert(0,'.')
 from pgrpo.stages.data.synthetic import prefer_first
-from pgrpo.stages.train_reward import RewardConfig, train_reward
+from pgrpo.stages.reward.train_reward import RewardConfig, train_reward
 from pgrpo.core.io import read_table
 rows=[json.loads(l) for l in open('benchmarks/reward_signal/out/base_train.jsonl')]
 n_prompts=int(sys.argv[1]); pairs_per=int(sys.argv[2]); inputs=sys.argv[3]; out=sys.argv[4]; template=sys.argv[5]=='1'

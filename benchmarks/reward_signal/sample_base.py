@@ -2,11 +2,11 @@
 import json, sys, time, torch
 sys.path.insert(0, '.')
 from pathlib import Path
-from pgrpo.stages.evaluate import EvalConfig, eval_prompts
-from pgrpo.stages.policy_measures import run_policy
+from pgrpo.stages.evaluation.evaluate import EvalConfig, eval_prompts
+from pgrpo.stages.evaluation.policy_measures import run_policy
 from pgrpo.core.config import PolicyConfig
 from pgrpo.core.models import load_policy
-from pgrpo.stages.judge import judge_scores
+from pgrpo.stages.evaluation.judge import judge_scores
 from pgrpo.core.io import read_table
 from pgrpo.core.prompts import load_prompts
 torch.set_num_threads(2)

@@ -78,7 +78,7 @@ class PolicyConfig(Section):
     lora_r: int = Field(0, ge=0, description="LoRA rank; 0 trains all weights")
     lora_alpha: int = Field(16, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
-    # learning curves from the judge (pgrpo.stages.judge_curve): held-out validation prompts
+    # learning curves from the judge (pgrpo.stages.evaluation.judge_curve): held-out validation prompts
     judge_every: int = Field(0, ge=0, description="judge the policy on validation prompts every k "
                              "steps (and at step 0); 0 = off. Steps-to-90% and AUC then read it")
     judge_prompts_per_group: int = Field(4, ge=1, description="validation prompts per group per point")
@@ -187,7 +187,7 @@ def load_params(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> dic
     """The one loader: a params file, its `extends` chain, then `--set` overrides.
 
     An unknown section is an error here; unknown keys and bad values are the config
-    classes' (pgrpo.pipeline.check_params lists them all before any stage runs)."""
+    classes' (pgrpo.orchestration.pipeline.check_params lists them all before any stage runs)."""
     return merge_params(read_params(path), parse_sets(sets), where="--set")
 
 

@@ -5,7 +5,7 @@ plus any metadata columns the reward function reads. Sources:
     builtin             the embedded length-preference task below (no files)
     <file>.jsonl/.csv/.parquet   a table written by the prepare stage or by hand
 
-A prepared prompt table (pgrpo.stages.prepare) has `user_id` instead of `group`: pass the
+A prepared prompt table (pgrpo.stages.data.prepare) has `user_id` instead of `group`: pass the
 assign_groups table (`user_id`, `group`) as `groups` and each prompt takes its
 user's group; `split` picks the rows whose `split` column matches.
 

@@ -3,7 +3,7 @@
 The trainer calls a reward function once per step on every completion of the
 local batch. Built-in rule rewards are registered by name; the judge and the learned,
 group-conditioned reward model plug in through the same signature, registered as
-sources by pgrpo.stages.training_rewards (`resolve_reward` finds either).
+sources by pgrpo.stages.reward.training_rewards (`resolve_reward` finds either).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def get_reward_fn(name: str) -> RewardFn:
 
 
 # Rewards built from data this layer does not read (the judge's table, a trained reward
-# model) are registered by the stage layer (pgrpo.stages.training_rewards): a test of the
+# model) are registered by the stage layer (pgrpo.stages.reward.training_rewards): a test of the
 # name, and a builder given the name, the prompt table's path, the run's groups and device.
 RewardBuilder = Callable[[str, str, list, "torch.device"], RewardFn]
 SOURCES: list[tuple[Callable[[str], bool], RewardBuilder]] = []
@@ -58,7 +58,7 @@ def resolve_reward(name: str, prompts_path: str, group_names: list[str], device)
             return build(name, prompts_path, group_names, device)
     if name == "judge" or Path(name).is_dir():
         raise ValueError(f"reward {name!r} is built by the stage layer: import "
-                         "pgrpo.stages.training_rewards before training (pgrpo.pipeline and "
+                         "pgrpo.stages.reward.training_rewards before training (pgrpo.orchestration.pipeline and "
                          "python -m pgrpo.train do)")
     return get_reward_fn(name)
 

@@ -39,7 +39,7 @@ from pgrpo.core.step_metrics import group_metrics, rollout_metrics
 from pgrpo.core.metric_log import JsonlLogger, MetricLogger, MultiLogger
 
 # A step hook sees the policy between steps and returns metrics to log at that step ({} when
-# it has nothing to say then); e.g. pgrpo.stages.judge_curve, the judge on held-out prompts every k
+# it has nothing to say then); e.g. pgrpo.stages.evaluation.judge_curve, the judge on held-out prompts every k
 # steps. Hooks run on the main process with the model in eval mode and no gradients.
 StepHook = Callable[[int, torch.nn.Module, object], dict[str, float]]
 
@@ -175,7 +175,7 @@ class Trainer:
 
     def _reward_fn(self) -> RewardFn:
         # A rule reward by name, or one the stage layer registered (the judge, a reward-model
-        # folder: pgrpo.stages.training_rewards), built for this run's groups and device.
+        # folder: pgrpo.stages.reward.training_rewards), built for this run's groups and device.
         return resolve_reward(self.cfg.reward, self.cfg.prompts, self.prompts.group_names,
                               self.acc.device)
 
@@ -359,7 +359,7 @@ class Trainer:
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is not None:  # a fast tokenizer saves the padding its last call set (by
             backend.no_padding()  # generation, not by a resumed run), and the same weights
-            backend.no_truncation()  # must export byte-identical (DVC, pgrpo.compare's key)
+            backend.no_truncation()  # must export byte-identical (DVC, pgrpo.experiments.compare's key)
         self.tokenizer.save_pretrained(tmp)
         stats = self.stats
         ids = stats.ids

@@ -7,11 +7,11 @@
     writer_of("models/reward")          # 'train_reward'
 
 Who reads it: dvc.yaml must say the same (tests/test_stage_registry.py compares params,
-data deps and outputs, stage by stage); pgrpo.pipeline takes the stage names from it;
+data deps and outputs, stage by stage); pgrpo.orchestration.pipeline takes the stage names from it;
 the Prefect tasks (tasks/stages.py) take the params and inputs of their cache key and
 the outputs they check from it, and their artifact descriptions; both flows run `plan`;
 the input checks name the stage that writes a missing input with `writer_of`. The code
-a stage runs is computed from its imports (pgrpo.stage_code), not listed.
+a stage runs is computed from its imports (pgrpo.orchestration.stage_code), not listed.
 
 Paths are relative to the repo root (pgrpo.core.paths); "{algorithm}" stands for a key of the
 params file's `algorithms` section (DVC: ${key} of the foreach).

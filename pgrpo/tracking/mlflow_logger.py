@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from pgrpo.tracking.mlflow_tracking import _active_run_id, flatten_metrics
+from pgrpo.tracking.mlflow_names import active_run_id, flatten_metrics
 from pgrpo.tracking.server import probe
 
 MAX_BATCH = 1000  # MLflow's metrics per log_batch
@@ -39,7 +39,7 @@ class MlflowLogger:
 
         self.client = mlflow.MlflowClient()
         self.uri = mlflow.get_tracking_uri()
-        self.run_id = run_id or _active_run_id()
+        self.run_id = run_id or active_run_id()
         self.client.get_run(self.run_id)  # a wrong id fails here, not at step 1000
         self.flush_timeout, self.probe_every = flush_timeout, probe_every
         self._queue: queue.Queue = queue.Queue()

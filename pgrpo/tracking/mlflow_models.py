@@ -41,7 +41,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 import pgrpo
-from pgrpo.tracking.mlflow_tracking import _active_run_id, parent_run_id
+from pgrpo.tracking.mlflow_names import active_run_id
+from pgrpo.tracking.mlflow_tracking import parent_run_id
 from pgrpo.tracking.provenance import git_info
 
 REWARD_MODEL_NAME = "pgrpo-reward-model"
@@ -67,7 +68,7 @@ class RewardModelPyfunc(mlflow.pyfunc.PythonModel):
     """Scores (prompt, response) pairs for a named preference group."""
 
     def load_context(self, context) -> None:
-        from pgrpo.stages.reward_model import load_reward_model
+        from pgrpo.stages.reward.reward_model import load_reward_model
 
         self.model = load_reward_model(context.artifacts["model"])
 
@@ -139,7 +140,7 @@ def _log(folder: str | Path, name: str, wrapper: type, signature, registered: st
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder} is not a saved model folder "
                                 "(needs config.json and model.safetensors)")
-    run_id = _active_run_id()
+    run_id = active_run_id()
     git = git_info()
     tags = {**tags, "pgrpo.parent_run_id": parent_run_id(run_id) or "",
             "pgrpo.run_id": run_id, "pgrpo.git_commit": git.get("commit", "")}

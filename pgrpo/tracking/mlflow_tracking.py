@@ -39,29 +39,24 @@ there are no dvc.* tags: dvc.lock would describe another run's data.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import math
 import os
-import re
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from pgrpo.core.config import Section
+from pgrpo.tracking.mlflow_names import active_run_id, flatten_metrics, flatten_params, safe_key
 from pgrpo.tracking.server import best_effort, check_reachable
 from pgrpo.tracking.provenance import dvc_tags, git_info, pipeline_key, prefect_tags
 
 PARENT_ENV = "PGRPO_PARENT_RUN_ID"
 PIPELINE_KEY_TAG = "pgrpo.pipeline_key"
 PARENT_TAG = "pgrpo.parent"  # "dvc": found or created by stage_run; "pipeline_run": a driver's
-MAX_PARAM_VALUE = 6000  # MLflow's limits (mlflow.utils.validation)
-MAX_KEY = 250
 BATCH = 100  # params / tags per log_batch call
 
 
@@ -101,47 +96,6 @@ def _client(cfg: TrackingConfig):
     check_reachable(resolve_tracking_uri(cfg))
     mlflow.set_tracking_uri(resolve_tracking_uri(cfg))
     return mlflow.MlflowClient(), mlflow.set_experiment(cfg.experiment).experiment_id
-
-
-# --------------------------------------------------------------------------- names and values
-
-def safe_key(name: str) -> str:
-    """A metric / param / tag name MLflow accepts anywhere: other characters become "_".
-
-    Colons too: MLflow refuses them on Windows.
-    """
-    key = re.sub(r"[^/\w.\- ]", "_", str(name)).strip("/")
-    key = re.sub(r"/{2,}", "/", key)
-    if len(key) > MAX_KEY:  # keep it unique: a hash of the full name replaces the tail
-        key = key[:MAX_KEY - 9] + "~" + hashlib.sha256(key.encode()).hexdigest()[:8]
-    return key
-
-
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """{"a": {"b": 1}, "l": [1, 2]} -> {"a.b": "1", "l": "1,2"}; values cut to MLflow's limit."""
-    out: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(flatten_params(value, name))
-            continue
-        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        if len(text) > MAX_PARAM_VALUE:
-            text = text[:MAX_PARAM_VALUE - 3] + "..."
-        out[safe_key(name)] = text
-    return out
-
-
-def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Nested dicts joined by '/'; strings, lists, bools, None and NaN skipped."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(flatten_metrics(value, name))
-        elif isinstance(value, Real) and not isinstance(value, bool) and not math.isnan(value):
-            out[safe_key(name)] = float(value)
-    return out
 
 
 # --------------------------------------------------------------------------- runs
@@ -294,17 +248,8 @@ def parent_run_id(run_id: str | None = None) -> str | None:
     """The parent of `run_id` (default: the active run)."""
     import mlflow
 
-    run_id = run_id or _active_run_id()
+    run_id = run_id or active_run_id()
     return mlflow.MlflowClient().get_run(run_id).data.tags.get("mlflow.parentRunId")
-
-
-def _active_run_id() -> str:
-    import mlflow
-
-    run = mlflow.active_run()
-    if run is None:
-        raise RuntimeError("no active MLflow run: call this inside `with stage_run(...)`")
-    return run.info.run_id
 
 
 # --------------------------------------------------------------------------- metrics and files
@@ -316,7 +261,7 @@ def log_metrics_flat(metrics: Mapping[str, Any], prefix: str = "", step: int | N
 
     flat = flatten_metrics(metrics, prefix)
     if flat:
-        logger = MlflowLogger(run_id or _active_run_id())
+        logger = MlflowLogger(run_id or active_run_id())
         logger.log_metrics(flat, step or 0)
         logger.close()
     return flat
@@ -343,7 +288,7 @@ def log_artifact_files(paths: list[str | Path], artifact_path: str | None = None
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"cannot log artifacts that do not exist: {missing}")
-    client, run_id = mlflow.MlflowClient(), run_id or _active_run_id()
+    client, run_id = mlflow.MlflowClient(), run_id or active_run_id()
     for p in map(Path, paths):
         if p.is_dir():
             sub = f"{artifact_path}/{p.name}" if artifact_path else p.name
@@ -353,7 +298,7 @@ def log_artifact_files(paths: list[str | Path], artifact_path: str | None = None
 
 
 def log_figure(png: str | Path, artifact_path: str = "plots", run_id: str | None = None) -> str:
-    """Log a PNG (e.g. per-group reward curves from pgrpo.stages.plots); returns its artifact path."""
+    """Log a PNG (e.g. per-group reward curves from pgrpo.stages.evaluation.plots); returns its artifact path."""
     png = Path(png)
     if png.suffix.lower() != ".png" or not png.is_file():
         raise FileNotFoundError(f"{png} is not an existing .png file")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pgrpo.core.config import read_params
-from pgrpo.pipeline import main, run_stage
+from pgrpo.orchestration.pipeline import main, run_stage
 
 REPO = Path(__file__).resolve().parents[2]
 

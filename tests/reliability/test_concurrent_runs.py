@@ -1,7 +1,7 @@
 """Fault injection: two runs in one workspace (issue 15).
 
 A real holder process takes the pipeline's lock (what a Prefect flow does for its
-whole run); a real `python -m pgrpo.pipeline prepare` (what `dvc repro` runs) then
+whole run); a real `python -m pgrpo.orchestration.pipeline prepare` (what `dvc repro` runs) then
 stops at once, names the holder and writes nothing. SIGKILL the holder and the lock
 is free again: no stale lock after a crash. Comparison seeds lock their own folders.
 """
@@ -20,12 +20,12 @@ import pytest
 import yaml
 
 from pgrpo.core.config import read_params
-from pgrpo.pipeline import PIPELINE_LOCK, stage_lock
-from pgrpo.run_lock import RunLocked, holder, run_lock
+from pgrpo.orchestration.pipeline import PIPELINE_LOCK, stage_lock
+from pgrpo.orchestration.run_lock import RunLocked, holder, run_lock
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = ("import sys, time; sys.path.insert(0, {repo!r})\n"
-        "from pgrpo.run_lock import run_lock\n"
+        "from pgrpo.orchestration.run_lock import run_lock\n"
         "with run_lock('pipeline', 'prefect flow run holder-test'):\n"
         "    print('held', flush=True); time.sleep(120)\n")
 
@@ -42,7 +42,7 @@ def test_a_stage_stops_when_another_run_holds_the_workspace(tmp_path):
     params["tracking"]["enabled"] = False
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    stage = [sys.executable, "-m", "pgrpo.pipeline", "prepare"]
+    stage = [sys.executable, "-m", "pgrpo.orchestration.pipeline", "prepare"]
     holder_proc = _hold(tmp_path)
     try:
         t0 = time.perf_counter()
@@ -75,7 +75,7 @@ def test_lock_is_reentrant_in_process_and_exclusive_across(tmp_path):
         assert holder("x", locks)["command"] == "outer"
         # Another process cannot take it, and is told who has it.
         code = ("import sys; sys.path.insert(0, {repo!r}); from pathlib import Path\n"
-                "from pgrpo.run_lock import run_lock, RunLocked\n"
+                "from pgrpo.orchestration.run_lock import run_lock, RunLocked\n"
                 "try:\n    with run_lock('x', 'other', lock_dir=Path({d!r})): print('got')\n"
                 "except RunLocked as e: print('locked:', e)\n").format(repo=str(REPO), d=str(locks))
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout

@@ -53,7 +53,7 @@ def test_a_killed_dvc_repro_resumes_from_its_checkpoint_and_ends_as_if_never_sto
 
     # the same stage, uninterrupted, in a fresh folder of the same repo
     straight = _run(["python", "-c", (
-        "from pgrpo.pipeline import run_stage; "
+        "from pgrpo.orchestration.pipeline import run_stage; "
         "run_stage('train_policy', 'params.yaml', 'grpo', policy_root='straight')")], repo, env)
     del straight
     a = read_metrics(repo / "straight" / "grpo" / "metrics.jsonl")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from tests.test_flows import TINY, write_params  # sets Prefect's test environment first
 
 from pgrpo.core.config import merge_params
-from pgrpo.pipeline import run_stage
+from pgrpo.orchestration.pipeline import run_stage
 from pgrpo.core.metric_log import read_metrics
 
 

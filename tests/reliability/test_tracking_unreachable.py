@@ -1,6 +1,6 @@
 """Fault injection: the tracking server is down when a stage starts (issue 15).
 
-A real subprocess (`python -m pgrpo.pipeline prepare`, what dvc.yaml runs) pointed at a
+A real subprocess (`python -m pgrpo.orchestration.pipeline prepare`, what dvc.yaml runs) pointed at a
 port nobody listens on. Before: a raw traceback after ~250 s of MLflow's HTTP retries.
 Now: exit 1 within seconds, one line that names the URI and the ways out, and no output
 written.
@@ -34,7 +34,7 @@ def test_a_dead_tracking_uri_fails_a_stage_in_seconds_with_one_line(tmp_path):
     uri = f"http://127.0.0.1:{_free_port()}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pgrpo.pipeline", "prepare"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "pgrpo.orchestration.pipeline", "prepare"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)
     seconds = time.perf_counter() - t0
     assert proc.returncode == 1, proc.stderr

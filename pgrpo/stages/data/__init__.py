@@ -4,8 +4,8 @@
     files.build(path)      a user's own pairwise preferences (pgrpo.stages.data.files)
     movielens.build(...)   next-movie recommendation from a rating history (pgrpo.stages.data.movielens)
 
-Sources do not split: `pgrpo.stages.prepare` adds the `split` columns, validates the
-tables against pgrpo.stages.schemas and writes them.
+Sources do not split: `pgrpo.stages.data.prepare` adds the `split` columns, validates the
+tables against pgrpo.stages.data.schemas and writes them.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from pgrpo.stages.data import Tables, empty_judge, stable_id
-from pgrpo.stages.schemas import DataValidationError, Pairs, validate
+from pgrpo.stages.data.schemas import DataValidationError, Pairs, validate
 
 REQUIRED = ["user_id", "prompt", "chosen", "rejected"]
 SUFFIXES = (".jsonl", ".parquet", ".csv")

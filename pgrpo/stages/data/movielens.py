@@ -29,7 +29,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from pgrpo.stages.data import Tables, stable_id
-from pgrpo.stages.schemas import DataValidationError, validate
+from pgrpo.stages.data.schemas import DataValidationError, validate
 
 GENRES_100K = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
                "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
