@@ -1,11 +1,11 @@
 """Which way does each estimator push answer length, group by group? On the base policy's
 evaluation samples: the Pearson correlation between a sample's advantage and its length in
 words, per group, for every registered estimator, under the learned reward and the judge.
-A group's history is taken to be all of its base samples (pgrpo.stages.reward_check does
+A group's history is taken to be all of its base samples (pgrpo.stages.evaluation.reward_check does
 the same). With balanced prompt sampling each group weighs the same in a step, so the sum
 over groups is the net pull on length of a step's update, to first order.
 
-    python benchmarks/llm_compare/length_push.py benchmarks/llm_compare/2026-12-02-balanced/seed1_samples.jsonl
+    python benchmarks/llm_compare/length_push.py reports/compare/seed1/samples.jsonl   # after a comparison
 
 P-GRPO's advantage is GRPO's rescaled plus the prompt's offset from its group's mean
 (DESIGN.md, Corollary 3.1): where a group's long-answer prompts also score higher, the
@@ -19,8 +19,8 @@ import numpy as np
 
 from pgrpo.core.advantages import ADVANTAGE_ESTIMATORS
 from pgrpo.core.metric_log import read_metrics
-from pgrpo.stages.report import markdown_table
-from pgrpo.stages.reward_check import _advantages
+from pgrpo.stages.evaluation.report import markdown_table
+from pgrpo.stages.evaluation.reward_check import _advantages
 
 
 def length_push(path: Path, rewards=("learned", "judge")) -> dict[str, dict[str, dict[str, float]]]:

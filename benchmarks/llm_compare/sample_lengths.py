@@ -1,7 +1,7 @@
 """Per group and policy: mean answer length (words), judge reward and learned reward of an
 evaluation's samples (the samples.jsonl that evaluate writes), to see how a policy moved.
 
-    python benchmarks/llm_compare/sample_lengths.py benchmarks/llm_compare/2026-12-02-balanced/seed1_samples.jsonl
+    python benchmarks/llm_compare/sample_lengths.py reports/compare/seed1/samples.jsonl   # after a comparison
     python benchmarks/llm_compare/sample_lengths.py reports/samples.jsonl     # the default run's
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from statistics import mean
 
 from pgrpo.core.metric_log import read_metrics
-from pgrpo.stages.report import markdown_table
+from pgrpo.stages.evaluation.report import markdown_table
 
 
 def table(path: Path) -> str:
