@@ -3,7 +3,8 @@
 import torch
 
 from pgrpo.core.models import build_tiny_model
-from pgrpo.core.rollout import completion_mask_from_eos, generate, token_logprobs
+from pgrpo.core.logprobs import token_logprobs
+from pgrpo.core.rollout import completion_mask_from_eos, generate
 
 EOS = 7
 
@@ -76,26 +77,37 @@ def test_sampling_logprobs_equal_a_forward_pass_over_the_rollout():
     assert generate(model, tok, ["hi"], 2, max_new_tokens=4).logprobs is None
 
 
-def test_prompts_prefilled_once_give_the_samples_of_prefilling_every_row():
-    """generate() shares each prompt's KV cache among its G rows; with the same seed the
-    samples must be token for token those of plain generate() on G copies of the prompt."""
-    from pgrpo.core.rollout import chat_prompts, eos_token_ids
+def test_the_sampler_draws_from_the_tempered_and_nucleus_filtered_distribution():
+    """sample_tokens (inverse CDF, one uniform a row) against the exact probabilities: 40k
+    draws from a fixed 6-token distribution, at temperature 0.7, with and without top-p."""
+    from pgrpo.core.rollout import sample_tokens
 
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
+    n = 40_000
+    for temperature, top_p in [(1.0, 1.0), (0.7, 1.0), (1.0, 0.8)]:
+        exact = torch.softmax(logits / temperature, -1)
+        if top_p < 1:  # nucleus: the smallest head of the sorted list reaching top_p
+            keep = (exact.cumsum(-1) - exact) < top_p  # logits are sorted already
+            exact = exact * keep / (exact * keep).sum()
+        torch.manual_seed(0)
+        tokens, logp = sample_tokens(logits.expand(n, -1), temperature, top_p)
+        freq = torch.bincount(tokens, minlength=6).double() / n
+        # 4.5 binomial standard errors: a wrong distribution (e.g. temperature ignored) fails
+        se = (exact * (1 - exact) / n).sqrt().clamp(min=1e-6)
+        assert torch.all((freq - exact).abs() <= 4.5 * se + 1e-9), (temperature, top_p, freq, exact)
+        assert torch.all(freq[exact == 0] == 0)
+        full = torch.log_softmax(logits / temperature, -1)  # log-probs before top-p, as the KL reads
+        torch.testing.assert_close(logp, full[tokens])
+
+
+def test_the_decode_loop_ends_rows_at_eos_and_stops_when_all_ended():
+    """Rows that drew an EOS only pad afterwards; the loop stops once every row has ended."""
     model, tok = _tiny()
-    prompts = ["hi", "a much longer prompt than the first one"]
-    torch.manual_seed(5)
-    shared = generate(model, tok, prompts, 4, max_new_tokens=12, temperature=1.0, with_logprobs=True)
-    enc = tok(chat_prompts(tok, prompts), return_tensors="pt", padding=True, padding_side="left",
-              add_special_tokens=False)
-    torch.manual_seed(5)
-    plain = model.generate(input_ids=enc["input_ids"].repeat_interleave(4, 0),
-                           attention_mask=enc["attention_mask"].repeat_interleave(4, 0),
-                           do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=12,
-                           eos_token_id=eos_token_ids(model, tok), pad_token_id=tok.pad_token_id,
-                           output_logits=True, return_dict_in_generate=True)
-    completion = plain.sequences[:, shared.prompt_len:]
-    mask = shared.completion_mask.bool()
-    assert completion.shape == shared.completion_ids.shape
-    assert torch.equal(completion[mask], shared.completion_ids[mask])
-    logp = torch.stack(plain.logits, 1).log_softmax(-1).gather(-1, completion[..., None])[..., 0]
-    torch.testing.assert_close(shared.logprobs[mask], logp[mask], atol=1e-4, rtol=1e-4)
+    eos = tok.eos_token_id
+    with torch.no_grad():  # make EOS almost certain: every row ends at its first token
+        model.lm_head.bias = torch.nn.Parameter(torch.zeros(model.config.vocab_size))
+        model.lm_head.bias[eos] = 50.0
+    torch.manual_seed(0)
+    r = generate(model, tok, ["hi", "there"], 3, max_new_tokens=10)
+    assert r.completion_ids.shape[1] == 1 and torch.all(r.completion_ids[:, 0] == eos)
+    assert r.completion_mask.tolist() == [[1]] * 6

@@ -74,7 +74,8 @@ class PolicyConfig(Section):
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward (grad accumulation)")
+    micro_batch_size: int = Field(8, ge=1, description="sequences per forward/backward (grad accumulation), "
+                                  "in whole prompts: each prompt's G completions go together, the prompt computed once")
     lora_r: int = Field(0, ge=0, description="LoRA rank; 0 trains all weights")
     lora_alpha: int = Field(16, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")

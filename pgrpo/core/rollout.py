@@ -1,9 +1,8 @@
-"""Rollouts: chat-formatted prompts, G sampled completions each, token log-probs.
+"""Rollouts: chat-formatted prompts and G sampled completions each.
 
 Prompts are left-padded so every completion starts at the same column P; a
 completion runs up to and including its first EOS, later tokens are masked.
-Log-probs are taken under logits / temperature, the distribution that sampled
-them, so the importance ratio of on-policy samples is exactly 1.
+Scoring a rollout (token log-probs, the shared-prompt forward): pgrpo.core.logprobs.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
 
 
 def derived_seed(*parts: int) -> int:
@@ -74,23 +74,73 @@ def completion_mask_from_eos(completion_ids: Tensor, eos_ids: list[int]) -> Tens
     return (torch.arange(length, device=completion_ids.device)[None] <= first[:, None]).long()
 
 
-def _shared_prompt_cache(model, ids: Tensor, mask: Tensor, num_generations: int) -> dict:
-    """The KV cache of every prompt but its last token, computed once per prompt and repeated
-    for its G completions: generate() then runs only the last token and the new ones.
+def sample_tokens(logits: Tensor, temperature: float, top_p: float,
+                  block: int = 1024) -> tuple[Tensor, Tensor]:
+    """One token per row from softmax(logits / temperature), nucleus-filtered when top_p < 1;
+    returns (tokens [N], their log-probs [N] under logits / temperature, before top-p).
 
-    Prefilling each prompt G times was ~40 % of sampling time on CPU (G=6, 70-token prompts);
-    the samples are the same (tested). Returns generate()'s cache keyword, or {} when there
-    is nothing to share.
-    """
-    if num_generations == 1 or ids.shape[1] < 2:
-        return {}
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as generate() derives them from the mask
-    out = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-                use_cache=True, logits_to_keep=1)
-    key = "cache" if "cache" in out else "past_key_values"  # transformers 5 renamed it
-    cache = out[key]
-    cache.batch_repeat_interleave(num_generations)
-    return {key: cache}
+    Inverse-CDF sampling with one uniform draw of the global torch RNG per row, in two
+    levels: the row's probability mass in blocks of `block` tokens, a block drawn by its
+    mass, then a token within the block. Four passes over the vocabulary (max, exp, block
+    sums) where torch.multinomial, which transformers' generate() calls, draws V exponentials
+    a row, and a flat cumulative sum would add two more; tests/test_rollout.py checks the
+    frequencies against the exact distribution."""
+    x = logits.float()
+    if temperature != 1.0:
+        x = x / temperature
+    top = x.amax(-1, keepdim=True)
+    mass = torch.exp(x - top)  # unnormalized probabilities, max 1
+    if top_p < 1.0:  # keep the smallest set of most likely tokens whose mass reaches top_p
+        sorted_m, order = mass.sort(-1, descending=True)
+        before = sorted_m.cumsum(-1) - sorted_m
+        drop = before >= top_p * sorted_m.sum(-1, keepdim=True)  # mass before it already enough
+        kept = mass.scatter(-1, order, sorted_m.masked_fill(drop, 0.0))
+    else:
+        kept = mass
+    n, v = kept.shape
+    nb = -(-v // block)
+    padded = kept if nb * block == v else torch.nn.functional.pad(kept, (0, nb * block - v))
+    blocks = padded.view(n, nb, block)
+    block_cdf = blocks.sum(-1).cumsum(-1)
+    u = torch.rand(n, 1, device=x.device) * block_cdf[:, -1:]
+    b = torch.searchsorted(block_cdf, u).clamp(max=nb - 1)
+    below = torch.where(b > 0, block_cdf.gather(-1, (b - 1).clamp(min=0)), torch.zeros_like(u))
+    inner = blocks[torch.arange(n, device=x.device), b[:, 0]].cumsum(-1)
+    t = torch.searchsorted(inner, u - below).clamp(max=block - 1)
+    tokens = (b * block + t).squeeze(-1).clamp(max=v - 1)
+    log_total = (mass.sum(-1).log() + top.squeeze(-1))  # logsumexp of x
+    return tokens, x.gather(-1, tokens[:, None]).squeeze(-1) - log_total
+
+
+class _ReservedLayer:
+    """One layer's KV cache in a buffer reserved for the whole generation: each step writes
+    its keys and values in place and attention reads a view of the filled part. transformers'
+    DynamicLayer concatenates instead, copying the whole cache of every layer at every step
+    (30 % of a decode step's time at the default's 48 rows, measured with torch.profiler)."""
+
+    def __init__(self, layer, capacity: int):
+        keys, values = layer.keys, layer.values
+        b, h, length, _ = keys.shape
+        self.layer = layer
+        self._k = keys.new_empty(b, h, capacity, keys.shape[-1])
+        self._v = values.new_empty(b, h, capacity, values.shape[-1])
+        self._k[:, :, :length] = keys
+        self._v[:, :, :length] = values
+        self.length = length
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        end = self.length + key_states.shape[-2]
+        self._k[:, :, self.length:end] = key_states
+        self._v[:, :, self.length:end] = value_states
+        self.length = end
+        self.layer.keys, self.layer.values = self._k[:, :, :end], self._v[:, :, :end]
+        return self.layer.keys, self.layer.values
+
+
+def _reserve(cache, capacity: int) -> None:
+    """Give every layer of a transformers DynamicCache a buffer of `capacity` positions."""
+    for layer in cache.layers:
+        layer.update = _ReservedLayer(layer, capacity).update
 
 
 @torch.no_grad()
@@ -108,96 +158,59 @@ def generate(
 ) -> Rollout:
     """Sample `num_generations` completions per prompt (rows grouped by prompt).
 
-    Sampling uses the global torch RNG: seed it before the call for determinism.
-    `with_logprobs`: also keep each sampled token's log-prob under logits / temperature,
-    taken from the logits generation computed anyway (saves the forward pass that
-    token_logprobs would spend; equal to it up to float rounding, tested).
+    Each prompt is read once (its KV cache then repeated for its G rows), then one token per
+    step for every row until every row has ended (EOS) or `max_new_tokens`: a plain decode
+    loop over the model with a KV cache, without transformers' generate() and its per-step
+    overhead. Sampling uses the global torch RNG: seed it before the call for determinism.
+    `with_logprobs`: also keep each sampled token's log-prob under logits / temperature
+    (equal to token_logprobs on the finished rollout up to float rounding, tested).
     """
     texts = chat_prompts(tokenizer, prompts, system_prompt)
     enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
     device = next(model.parameters()).device
-    ids = enc["input_ids"].repeat_interleave(num_generations, 0).to(device)
-    mask = enc["attention_mask"].repeat_interleave(num_generations, 0).to(device)
-    eos = eos_token_ids(model, tokenizer)
+    eos = torch.tensor(eos_token_ids(model, tokenizer), device=device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
+    g = num_generations
     was_training = model.training
     model.eval()
-    shared = _shared_prompt_cache(model, enc["input_ids"].to(device), enc["attention_mask"].to(device),
-                                  num_generations)
-    out = model.generate(
-        input_ids=ids,
-        attention_mask=mask,
-        **shared,
-        do_sample=True,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=0,  # no top-k: the log-probs below must be those of the sampling distribution
-        max_new_tokens=max_new_tokens,
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id,
-        output_logits=with_logprobs,
-        return_dict_in_generate=True,
-    )
+    prompt_ids, prompt_mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # the first real token is position 0
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
+                use_cache=True, logits_to_keep=1)
+    key = "cache" if "cache" in out else "past_key_values"  # transformers 5 renamed it
+    cache = out[key]
+    if g > 1:
+        cache.batch_repeat_interleave(g)
+    _reserve(cache, prompt_ids.shape[1] + max_new_tokens)
+    logits = out.logits[:, -1].repeat_interleave(g, 0)
+    mask = prompt_mask.repeat_interleave(g, 0)
+    position = positions[:, -1:].repeat_interleave(g, 0)
+    n = mask.shape[0]
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    tokens, logps = [], []
+    for step in range(max_new_tokens):
+        token, logp = sample_tokens(logits, temperature, top_p)
+        token = token.masked_fill(done, pad)  # a row that has ended only pads
+        tokens.append(token)
+        logps.append(logp)
+        done |= torch.isin(token, eos)
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], 1)
+        position = position + 1
+        logits = model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
+                       use_cache=True, **{key: cache}).logits[:, -1]
     model.train(was_training)
-    prompt_len = ids.shape[1]
-    completion = out.sequences[:, prompt_len:]
-    if completion.shape[1] == 0:  # every row stopped at once (max_new_tokens reached 0?)
-        raise RuntimeError("generation produced no tokens")
-    comp_mask = completion_mask_from_eos(completion, eos)
-    logprobs = None
-    if with_logprobs:  # raw logits, one [N, V] per new token: the sampling distribution at top_p=1
-        logprobs = torch.stack([(step.float() / temperature).log_softmax(-1).gather(-1, tok[:, None])[:, 0]
-                                for step, tok in zip(out.logits, completion.T)], 1) * comp_mask
-    completion = torch.where(comp_mask.bool(), completion, tokenizer.pad_token_id)
+    del cache
+    completion = torch.stack(tokens, 1)
+    comp_mask = completion_mask_from_eos(completion, eos.tolist())
+    completion = torch.where(comp_mask.bool(), completion, pad)
+    ids = prompt_ids.repeat_interleave(g, 0)
     return Rollout(
         input_ids=torch.cat([ids, completion], 1),
-        attention_mask=torch.cat([mask, comp_mask], 1),
+        attention_mask=torch.cat([prompt_mask.repeat_interleave(g, 0), comp_mask], 1),
         completion_mask=comp_mask,
-        prompt_len=prompt_len,
+        prompt_len=ids.shape[1],
         completions=tokenizer.batch_decode(completion, skip_special_tokens=True),
-        logprobs=logprobs,
+        logprobs=torch.stack(logps, 1) * comp_mask if with_logprobs else None,
     )
-
-
-def token_logprobs(
-    model,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    prompt_len: int,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-) -> tuple[Tensor, Tensor | None]:
-    """Log-probs [B, C] of the completion tokens, and optionally the entropy [B, C].
-
-    Only the last C + 1 positions go through the LM head, and the log-softmax is
-    never materialized over the vocabulary (logsumexp + gather).
-    """
-    completion_len = input_ids.shape[1] - prompt_len
-    # Explicit positions: with left padding the first real token is position 0,
-    # as it was during generation.
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        logits_to_keep=completion_len + 1,
-        use_cache=False,
-    ).logits[:, :-1]
-    logits = logits.float() / temperature
-    targets = input_ids[:, prompt_len:]
-    lse = logits.logsumexp(-1)
-    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = lse - (logits.softmax(-1) * logits).sum(-1)
-    return logp, entropy
-
-
-@torch.no_grad()
-def batched_logprobs(model, rollout: Rollout, temperature: float, micro_batch_size: int) -> Tensor:
-    """token_logprobs over the whole rollout in micro-batches, without gradients."""
-    chunks = []
-    for start in range(0, rollout.input_ids.shape[0], micro_batch_size):
-        ids, mask = rollout.select(slice(start, start + micro_batch_size))
-        chunks.append(token_logprobs(model, ids, mask, rollout.prompt_len, temperature)[0])
-    return torch.cat(chunks)
