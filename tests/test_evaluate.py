@@ -323,3 +323,42 @@ def test_val_and_test_prompts_never_overlap(run):
     ids_v = {m["prompt_id"] for m in val.metadata}
     assert ids_t and ids_v and not ids_t & ids_v
     assert {eval_role(i) for i in ids_v} == {"val"} and {eval_role(i) for i in ids_t} == {"test"}
+
+
+def test_the_base_evaluation_is_reused_only_under_the_same_inputs_settings_and_code(
+        run, tmp_path, monkeypatch):
+    """With a code fingerprint the base's record is cached: a second evaluation reads it
+    (the base is not sampled again) and writes the same report; other code, another sampling
+    seed or an edited judge table is a new key; without a fingerprint nothing is cached."""
+    from pgrpo.stages.evaluation import base_cache
+    from pgrpo.stages.evaluation import evaluate as ev
+
+    tmp, results = run
+    monkeypatch.setenv("PGRPO_CACHE", str(tmp_path / "cache"))
+    measured = []
+    real = ev.measure_policy
+    monkeypatch.setattr(ev, "measure_policy", lambda *a, **k: measured.append(a[2]) or real(*a, **k))
+
+    def again(out: str, fingerprint, **cfg):
+        measured.clear()
+        res = evaluate(eval_cfg(**cfg), policy_cfg(tmp), ALGS, tmp / "data", tmp / "reward",
+                       tmp / "policy", tmp_path / out, fingerprint=fingerprint)
+        return res, sum(base is None for base in measured)  # how often the base was measured
+
+    code = {"code": {"pgrpo/x.py": "1"}}
+    first, base_runs = again("r1", code)
+    assert base_runs == 1 and len(list((tmp_path / "cache" / "base_eval").glob("*.json"))) == 1
+    second, base_runs = again("r2", code)
+    assert base_runs == 0 and second == first == json.loads(json.dumps(results))
+    assert (tmp_path / "r2" / "samples.jsonl").read_bytes() == \
+        (tmp / "reports" / "samples.jsonl").read_bytes()
+    assert again("r3", {"code": {"pgrpo/x.py": "2"}})[1] == 1   # other code
+    assert again("r4", code, seed=7)[1] == 1                    # another sampling seed
+    assert again("r5", code, n_boot=50)[1] == 0                 # intervals only: reused
+    assert again("r6", None)[1] == 1 and again("r7", None)[1] == 1  # no fingerprint: no cache
+    key = base_cache.base_key(eval_cfg(), policy_cfg(tmp), tmp / "data", tmp / "reward", code)
+    judge = pd.read_parquet(tmp / "data" / "judge.parquet")
+    changed = tmp_path / "data"
+    shutil.copytree(tmp / "data", changed)
+    judge.iloc[:-1].to_parquet(changed / "judge.parquet", index=False)
+    assert base_cache.base_key(eval_cfg(), policy_cfg(tmp), changed, tmp / "reward", code) != key

@@ -263,8 +263,9 @@ def _evaluate(cfgs, algorithm, track, policy_root: Path, reports_dir: Path) -> d
     from pgrpo.stages.evaluation.evaluate import evaluate
 
     eval_cfg, policy, algorithms = cfgs
+    # the base policy's evaluation is reused only under the code that computed it
     results = evaluate(eval_cfg, policy, algorithms, paths.PROCESSED, paths.MODELS / "reward",
-                       policy_root, reports_dir)
+                       policy_root, reports_dir, fingerprint={"code": _code_hashes("evaluate")})
     if track:
         from pgrpo.tracking.server import best_effort
         best_effort("the evaluation", lambda: _record_evaluation(results, track, reports_dir))

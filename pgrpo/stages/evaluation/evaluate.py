@@ -56,6 +56,7 @@ from pgrpo.core.config import (
     load_section,
     read_params,
 )
+from pgrpo.stages.evaluation import base_cache
 from pgrpo.stages.evaluation.eval_config import EvalConfig
 from pgrpo.core.io import atomic_outputs, read_table, write_json
 from pgrpo.stages.evaluation.judge import judge_kind, judge_scores
@@ -154,13 +155,36 @@ def val_mean_reward(model, tokenizer, prompts: PromptSet, cfg: EvalConfig, polic
                           for k in torch.unique(group_ids).tolist()]))
 
 
+def measure_policy(model, tok, base_model, prompts: PromptSet, cfg: EvalConfig,
+                   policy: PolicyConfig, judge, reward_fn, lines: list[str],
+                   val_prompts: PromptSet | None) -> dict:
+    """One policy's completions, judge and learned rewards, KL to `base_model` (None: this is
+    the base), neutral-text likelihood and validation reward, as plain lists and numbers."""
+    g = cfg.samples_per_prompt
+    group_ids = prompts.group_ids.repeat_interleave(g)
+    completions, kl = run_policy(model, tok, base_model, prompts, cfg, policy)
+    learned = reward_fn([p for p in prompts.prompts for _ in range(g)], completions, group_ids,
+                        None).double().numpy()
+    judged = judge_scores(judge, [m["user_id"] for m in prompts.metadata for _ in range(g)],
+                          completions) if judge_kind(judge) else None
+    out = {"completions": completions, "learned": learned.tolist(),
+           "judge": None if judged is None else np.asarray(judged, dtype=float).tolist(),
+           "kl_to_base": 0.0 if base_model is None else kl,
+           "neutral_loglik": neutral_loglik(model, tok, lines, cfg.batch_size)}
+    if val_prompts is not None:
+        out["val_mean_reward"] = val_mean_reward(model, tok, val_prompts, cfg, policy, judge,
+                                                 reward_fn)
+    return out
+
+
 def score_policies(cfg: EvalConfig, policy: PolicyConfig, names: list[str], policy_root: Path,
-                   prompts: PromptSet, judge, reward_fn, val_prompts: PromptSet | None = None
-                   ) -> tuple[dict, dict, list[dict]]:
-    """Sample and score every policy ("base" = policy.model). Returns (scores per policy for
-    pgrpo.stages.evaluation.metrics.policy_summaries, {policy: kl_to_base, neutral_loglik[, val_mean_reward]},
-    sample rows)."""
-    g, kind, lines = cfg.samples_per_prompt, judge_kind(judge), read_neutral(cfg.neutral_text)
+                   prompts: PromptSet, judge, reward_fn, val_prompts: PromptSet | None = None,
+                   base_key: str | None = None) -> tuple[dict, dict, list[dict]]:
+    """Sample and score every policy ("base" = policy.model; read from the base cache under
+    `base_key` when it holds that record, pgrpo.stages.evaluation.base_cache). Returns
+    (scores per policy for pgrpo.stages.evaluation.metrics.policy_summaries,
+    {policy: kl_to_base, neutral_loglik[, val_mean_reward]}, sample rows)."""
+    g, lines = cfg.samples_per_prompt, read_neutral(cfg.neutral_text)
     device = resolve_device(cfg.device)
     users = [m["user_id"] for m in prompts.metadata for _ in range(g)]
     group_ids = prompts.group_ids.repeat_interleave(g)
@@ -168,26 +192,25 @@ def score_policies(cfg: EvalConfig, policy: PolicyConfig, names: list[str], poli
     base_model.to(device).eval()
     scores, extra, samples = {}, {}, []
     for name in tqdm(names, desc="evaluate policies", dynamic_ncols=True):
-        model, tok = (base_model, base_tok) if name == "base" else \
-            load_policy(str(policy_root / name / "model"))
-        model.to(device).eval()
-        completions, kl = run_policy(model, tok, None if name == "base" else base_model, prompts,
-                                     cfg, policy)
-        learned = reward_fn([p for p in prompts.prompts for _ in range(g)], completions, group_ids,
-                            None).double().numpy()
-        judged = judge_scores(judge, users, completions) if kind else None
+        if name == "base":
+            m = base_cache.load(base_key) or base_cache.save(base_key, measure_policy(
+                base_model, base_tok, None, prompts, cfg, policy, judge, reward_fn, lines,
+                val_prompts))
+        else:
+            model, tok = load_policy(str(policy_root / name / "model"))
+            model.to(device).eval()
+            m = measure_policy(model, tok, base_model, prompts, cfg, policy, judge, reward_fn,
+                               lines, val_prompts)
+            del model
+        learned = np.asarray(m["learned"], dtype=float)
+        judged = None if m["judge"] is None else np.asarray(m["judge"], dtype=float)
         scores[name] = {"judge": judged, "learned": learned}
-        extra[name] = {"kl_to_base": 0.0 if name == "base" else kl,
-                       "neutral_loglik": neutral_loglik(model, tok, lines, cfg.batch_size)}
-        if val_prompts is not None:
-            extra[name]["val_mean_reward"] = val_mean_reward(model, tok, val_prompts, cfg, policy,
-                                                             judge, reward_fn)
+        extra[name] = {k: m[k] for k in ("kl_to_base", "neutral_loglik", "val_mean_reward") if k in m}
         samples += [{"policy": name, "prompt_id": prompts.metadata[i // g]["prompt_id"],
                      "user_id": users[i], "group": prompts.group_names[int(group_ids[i])],
                      "sample": i % g, "completion": c, "learned": float(learned[i]),
                      "judge": None if judged is None else float(judged[i])}
-                    for i, c in enumerate(completions)]
-        del model
+                    for i, c in enumerate(m["completions"])]
     return scores, extra, samples
 
 
@@ -195,8 +218,11 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
              processed_dir: str | Path = paths.PROCESSED,
              reward_dir: str | Path = paths.MODELS / "reward",
              policy_root: str | Path = paths.MODELS / "policy",
-             reports_dir: str | Path = paths.REPORTS) -> dict:
-    """Evaluate the base policy and every algorithm's; write OUTPUTS; return metrics.json's dict."""
+             reports_dir: str | Path = paths.REPORTS, fingerprint: dict | None = None) -> dict:
+    """Evaluate the base policy and every algorithm's; write OUTPUTS; return metrics.json's dict.
+    `fingerprint` (the hashes of the code this runs): with it, the base policy's evaluation
+    is computed once and reused while its inputs, settings and code are unchanged
+    (pgrpo.stages.evaluation.base_cache); without it, computed every time."""
     from pgrpo.stages.reward.reward_model import GroupRewardFn
     from pgrpo.core.metric_log import read_metrics
 
@@ -218,8 +244,9 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
     val_prompts = eval_prompts(processed_dir / "prompts.parquet", groups_path,
                                cfg.val_prompts_per_group, cfg.seed, role="val") \
         if cfg.val_prompts_per_group else None
+    key = base_cache.base_key(cfg, policy, processed_dir, reward_dir, fingerprint)
     scores, extra, samples = score_policies(cfg, policy, ["base", *algorithms], policy_root,
-                                            prompts, judge, reward_fn, val_prompts)
+                                            prompts, judge, reward_fn, val_prompts, key)
 
     group_of = np.array([s["group"] for s in samples if s["policy"] == "base"])
     clusters = np.repeat(np.arange(len(prompts)), cfg.samples_per_prompt)

@@ -20,7 +20,8 @@ import torch
 
 from pgrpo.core.loss import kl_k3
 from pgrpo.core.prompts import PromptSet
-from pgrpo.core.rollout import batched_logprobs, derived_seed, generate, token_logprobs
+from pgrpo.core.logprobs import batched_logprobs, token_logprobs
+from pgrpo.core.rollout import Rollout, derived_seed, generate
 
 if TYPE_CHECKING:
     from pgrpo.core.config import PolicyConfig
@@ -61,22 +62,37 @@ def k3_kl(logp_policy: torch.Tensor, logp_base: torch.Tensor,
     return float(k3.sum()), int(mask.sum())
 
 
+def sample_policy(model, tokenizer, prompts: PromptSet, cfg: EvalConfig, policy: PolicyConfig,
+                  with_logprobs: bool = False) -> list[Rollout]:
+    """Every prompt's `cfg.samples_per_prompt` completions, in chunks of `cfg.batch_size`
+    sequences, each chunk seeded from (cfg.seed, its index): the same draws for every policy."""
+    g, per_call = cfg.samples_per_prompt, max(1, cfg.batch_size // cfg.samples_per_prompt)
+    rollouts = []
+    for k, start in enumerate(range(0, len(prompts), per_call)):
+        torch.manual_seed(derived_seed(cfg.seed, k))
+        rollouts.append(generate(model, tokenizer, prompts.prompts[start:start + per_call], g,
+                                 max_new_tokens=cfg.max_new_tokens or policy.max_new_tokens,
+                                 temperature=cfg.temperature, top_p=cfg.top_p,
+                                 system_prompt=policy.system_prompt, with_logprobs=with_logprobs))
+    return rollouts
+
+
+def kl_to_base(base, rollouts: list[Rollout], cfg: EvalConfig) -> float:
+    """k3 KL(policy || base) per completion token, pooled over `rollouts` (sampled with
+    with_logprobs=True: the policy's own log-probs come with its samples). The base reads
+    each prompt once for its samples_per_prompt completions (pgrpo.core.logprobs)."""
+    kl_sum, kl_tokens = 0.0, 0
+    for ro in rollouts:
+        lb = batched_logprobs(base, ro, cfg.temperature, cfg.batch_size, cfg.samples_per_prompt)
+        s, n = k3_kl(ro.logprobs, lb, ro.completion_mask.float())
+        kl_sum, kl_tokens = kl_sum + s, kl_tokens + n
+    return kl_sum / max(kl_tokens, 1)
+
+
 def run_policy(model, tokenizer, base, prompts: PromptSet, cfg: EvalConfig,
                policy: PolicyConfig) -> tuple[list[str], float | None]:
     """Sample every prompt's completions (seeded per chunk, identical for every policy); with
     `base`, also the k3 KL to it on those completions. Returns (completions, kl per token)."""
-    g, per_call = cfg.samples_per_prompt, max(1, cfg.batch_size // cfg.samples_per_prompt)
-    completions, kl_sum, kl_tokens = [], 0.0, 0
-    for k, start in enumerate(range(0, len(prompts), per_call)):
-        torch.manual_seed(derived_seed(cfg.seed, k))
-        chunk = prompts.prompts[start:start + per_call]
-        ro = generate(model, tokenizer, chunk, g,
-                      max_new_tokens=cfg.max_new_tokens or policy.max_new_tokens,
-                      temperature=cfg.temperature, top_p=cfg.top_p,
-                      system_prompt=policy.system_prompt, with_logprobs=base is not None)
-        completions += ro.completions
-        if base is not None:  # the policy's own log-probs come with its samples
-            lb = batched_logprobs(base, ro, cfg.temperature, cfg.batch_size)
-            s, n = k3_kl(ro.logprobs, lb, ro.completion_mask.float())
-            kl_sum, kl_tokens = kl_sum + s, kl_tokens + n
-    return completions, (kl_sum / max(kl_tokens, 1) if base is not None else None)
+    rollouts = sample_policy(model, tokenizer, prompts, cfg, policy, with_logprobs=base is not None)
+    completions = [c for ro in rollouts for c in ro.completions]
+    return completions, (kl_to_base(base, rollouts, cfg) if base is not None else None)
