@@ -38,7 +38,7 @@ class JudgeCurve:
 
     def __init__(self, prompts: PromptSet, judge, every: int, samples: int, max_new_tokens: int,
                  temperature: float = 1.0, system_prompt: str | None = None,
-                 batch_size: int = 32, last_step: int | None = None):
+                 batch_size: int = 128, last_step: int | None = None):
         if every < 1:
             raise ValueError(f"judge curve: every must be >= 1, got {every}")
         if judge_kind(judge) is None:
