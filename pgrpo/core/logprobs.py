@@ -43,7 +43,9 @@ def _scores(logits: Tensor, targets: Tensor, temperature: float,
             with_entropy: bool) -> tuple[Tensor, Tensor | None]:
     """Log-probs of `targets` [.., C] under logits [.., C, V] / temperature (log-softmax never
     materialized over the vocabulary: logsumexp + gather), and optionally the entropies."""
-    logits = logits.float() / temperature
+    logits = logits.float()
+    if temperature != 1.0:  # a division copies the logits (kept alive for the backward)
+        logits = logits / temperature
     lse = logits.logsumexp(-1)
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
     entropy = None
