@@ -14,6 +14,11 @@ running on the machine:
     python benchmarks/default_tuning/tune.py --table        # the table of every run so far
     python benchmarks/default_tuning/tune.py --table benchmarks/default_tuning/results_2026-12-02.jsonl
     python benchmarks/default_tuning/tune.py --choose benchmarks/default_tuning/results_seeds_2026-12-02.jsonl
+    python benchmarks/default_tuning/tune.py old_s0 seed=0 --baseline_paths   # training as before the speed work
+
+`--baseline_paths` trains with the sampling and forward the trainer had before the speed
+work (benchmarks/step_profile.py's `baseline_paths`); the judge curve and the KL keep
+today's code, so both arms are measured by one instrument and differ only in training.
 """
 
 from __future__ import annotations
@@ -30,7 +35,10 @@ OUT = Path("benchmarks/default_tuning/out")
 PROCESSED = Path("data/processed")
 
 
-def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, samples: int) -> dict:
+def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, samples: int,
+        baseline_paths: bool = False) -> dict:
+    import contextlib
+
     import torch
 
     from pgrpo.core.config import policy_config
@@ -47,8 +55,14 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
     hook = JudgeCurve.from_processed(PROCESSED, every=every, per_group=per_group, samples=samples,
                                      max_new_tokens=cfg.max_new_tokens, last_step=steps,
                                      system_prompt=cfg.system_prompt)
+    paths = contextlib.nullcontext()
+    if baseline_paths:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
+        from step_profile import baseline_paths as old_paths
+        paths = old_paths()
     t0 = time.perf_counter()
-    train_policy(cfg, out, hooks=[hook])
+    with paths:
+        train_policy(cfg, out, hooks=[hook])
     seconds = time.perf_counter() - t0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     judged = [r for r in rows if "judge/mean_reward" in r]
@@ -74,7 +88,8 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
             "kl_to_base": kl,
             "final_words_by_group": {g: round(sum(w) / len(w), 2) for g, w in words.items()},
             "train_seconds": round(seconds, 1),  # of this invocation (less when it resumed)
-            "val_prompts": len(val), "samples_per_prompt": samples}
+            "val_prompts": len(val), "samples_per_prompt": samples,
+            "training_paths": "baseline" if baseline_paths else "current"}
 
 
 # The rule a variant must meet at every policy seed, for both algorithms, to become the default.
@@ -173,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=4, help="judge every k steps (and at 0, last)")
     p.add_argument("--per_group", type=int, default=4, help="validation prompts per group")
     p.add_argument("--samples", type=int, default=2, help="judge samples per prompt")
+    p.add_argument("--baseline_paths", action="store_true",
+                   help="train with the sampling and forward from before the speed work")
     p.add_argument("--table", nargs="?", const=OUT / "runs.jsonl", type=Path, metavar="JSONL",
                    help="print the table of runs.jsonl (or of a results file given here)")
     p.add_argument("--choose", type=Path, metavar="JSONL",
@@ -196,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         if (a.name, alg) in done:
             print(f"{a.name}/{alg}: done, skipped", file=sys.stderr)
             continue
-        result = run(a.name, overrides, alg, a.every, a.per_group, a.samples)
+        result = run(a.name, overrides, alg, a.every, a.per_group, a.samples, a.baseline_paths)
         with runs.open("a") as f:
             f.write(json.dumps(result) + "\n")
         print(json.dumps({k: result[k] for k in ("name", "algorithm", "judge_curve", "kl_to_base",
