@@ -49,7 +49,7 @@ def summarize(params_file: str, algorithms: list[str] | None, seeds: list[int]) 
     cfg = _config(params_file, algorithms, seeds)
     summary = cmp.write_summary(cmp.read_seed_metrics(cfg), cfg)
     if in_prefect_run():
-        report = (cmp.COMPARE_REPORTS / "report.md").read_text(encoding="utf-8")
+        report = (cmp.reports_root(cfg.name) / "report.md").read_text(encoding="utf-8")
         create_markdown_artifact(report, key="pgrpo-comparison",
                                  description="algorithms over seeds: claims, per-group rewards")
         create_table_artifact(

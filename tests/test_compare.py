@@ -106,6 +106,44 @@ def test_verdicts_follow_the_interval():
     assert verdict({"ci_low": None, "ci_high": None}) == "not resolved"
 
 
+def test_an_equivalence_margin_turns_no_difference_into_a_verdict():
+    """pgrpo - grpo in the minority groups of +0.01, -0.01, 0: the mean over groups differs by
+    2/3 of that per run, an interval of about +-0.02 around 0, inside a margin of 0.05."""
+    runs = _runs([0.01, -0.01, 0.0])
+    without, with_margin = summarize_runs(runs), summarize_runs(runs, margin=0.05)
+
+    def mean_claim(s):
+        return next(c for c in s["claims"] if c["metric"] == "mean_reward"
+                    and c["difference"] == "pgrpo - grpo")
+
+    assert mean_claim(without)["verdict"] == "not resolved" and without["answer"] == "not resolved"
+    assert mean_claim(with_margin)["verdict"] == "equivalent"
+    assert with_margin["answer"] == "equivalent" and with_margin["margin"] == 0.05
+    half = T_975_DF2 * (0.01 * 2 / 3) / math.sqrt(3)  # sd of the per-run differences
+    assert mean_claim(with_margin)["ci_high"] == pytest.approx(half)
+    # the log-likelihood is not in judge reward: no margin, so no equivalence verdict
+    neutral = next(c for c in with_margin["claims"] if c["metric"] == "neutral_loglik_delta")
+    assert neutral["margin"] is None
+    assert [c["metric"] for c in with_margin["claims"] if c["primary"]] == [
+        "mean_reward", "minority_reward", "auc"]
+    text = render_comparison(with_margin)
+    assert "mean judge reward over groups): equivalent** (equivalence margin ±0.05)" in text
+    assert "(primary) pgrpo reaches a higher judge reward" in text
+
+
+def test_a_named_comparison_keeps_its_folders_apart():
+    from pgrpo.experiments.compare import reports_root, run_tags, seed_dirs
+
+    cfg = CompareConfig(name="claim_judge", seeds=[3])
+    assert seed_dirs(3, cfg.name) == (Path("models/compare/claim_judge/seed3"),
+                                      Path("reports/compare/claim_judge/seed3"))
+    assert seed_dirs(3) == (Path("models/compare/seed3"), Path("reports/compare/seed3"))
+    assert reports_root(cfg.name) == Path("reports/compare/claim_judge")
+    assert run_tags(cfg, 3) == {"pgrpo.compare": "claim_judge", "pgrpo.seed": "3"}
+    with pytest.raises(ValueError, match="name"):
+        CompareConfig(name="../elsewhere")
+
+
 def test_convergence_is_judged_only_from_judge_curves_in_every_run():
     def auc_claim(runs):
         return next(c for c in summarize_runs(runs)["claims"] if c["metric"] == "auc")

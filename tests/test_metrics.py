@@ -276,3 +276,39 @@ def test_seeds_to_resolve_against_the_t_quantiles_by_hand():
     assert student_t.ppf(0.975, n - 2) * sd / np.sqrt(n - 1) >= mean
     assert seeds_to_resolve([0.001, -0.2, 0.2]) is None  # > 100 seeds
     assert seeds_to_resolve([0.2]) is None and seeds_to_resolve([0.1, -0.1]) is None
+
+
+def test_seeds_to_resolve_with_a_margin_counts_the_seeds_that_show_equivalence():
+    from scipy.stats import t as student_t
+
+    from pgrpo.stages.evaluation.metrics import seeds_to_resolve
+
+    # mean 0, sd 0.01: never excludes 0, but n = 3 gives 4.303 * 0.01 / sqrt(3) = 0.0248,
+    # inside a margin of 0.05 (n = 2: 12.71 * 0.01 / sqrt(2) = 0.090, not inside)
+    assert seeds_to_resolve([0.01, -0.01, 0.0]) is None
+    assert seeds_to_resolve([0.01, -0.01, 0.0], margin=0.05) == 3
+    # mean 0.02, sd 0.1: equivalence needs t_{n-1} * 0.1 / sqrt(n) < 0.05 - 0.02, which comes
+    # long before the interval could exclude 0 (half width < 0.02)
+    values = [-0.08, 0.02, 0.12]
+    n = seeds_to_resolve(values, margin=0.05)
+    assert student_t.ppf(0.975, n - 1) * 0.1 / np.sqrt(n) < 0.03
+    assert student_t.ppf(0.975, n - 2) * 0.1 / np.sqrt(n - 1) >= 0.03
+    assert n < seeds_to_resolve(values, max_n=1000)
+
+
+@pytest.mark.parametrize("lo, hi, margin, want", [
+    (0.01, 0.40, 0.05, "supported"),      # above 0
+    (0.001, 0.02, 0.05, "supported"),     # above 0 even inside the margin: the claim is "higher"
+    (-0.40, -0.01, 0.05, "contradicted"),  # below 0
+    (-0.03, 0.04, 0.05, "equivalent"),    # covers 0, inside (-margin, margin)
+    (-0.03, 0.04, None, "not resolved"),  # ... but no margin was set
+    (-0.05, 0.04, 0.05, "not resolved"),  # touches -margin: not shown equivalent
+    (-0.01, 0.20, 0.05, "not resolved"),  # covers 0, reaches past the margin
+    (-1e-9, 1e-9, 0.0, "not resolved"),   # a zero margin never gives equivalence
+    (math.nan, math.nan, 0.05, "not resolved"),  # one run: no interval
+    (None, None, 0.05, "not resolved"),
+])
+def test_interval_verdict_on_hand_made_intervals(lo, hi, margin, want):
+    from pgrpo.stages.evaluation.metrics import interval_verdict
+
+    assert interval_verdict(lo, hi, margin) == want

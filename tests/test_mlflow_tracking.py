@@ -117,7 +117,8 @@ def test_dvc_style_stages_share_a_parent_until_params_or_commit_change(store, tm
     # Two stages, each as its own process would call it: no parent id in the environment.
     with stage_run("prepare", cfg, {"prepare": {"seed": 0, "sizes": [3, 2]}}) as a:
         assert mlflow.active_run().info.run_id == a.info.run_id
-    with stage_run("train_policy", cfg, {"lr": 1e-3}, algorithm="pgrpo") as b:
+    with stage_run("train_policy", cfg, {"lr": 1e-3}, algorithm="pgrpo",
+                   tags={"pgrpo.seed": "3"}) as b:
         pass
     parent = parent_of(store, a.info.run_id)
     assert parent_of(store, b.info.run_id) == parent
@@ -130,6 +131,7 @@ def test_dvc_style_stages_share_a_parent_until_params_or_commit_change(store, tm
     assert run_a.data.params == {"prepare.seed": "0", "prepare.sizes": "3,2"}
     assert run_a.data.tags["pgrpo.stage"] == "prepare" and "pgrpo.algorithm" not in run_a.data.tags
     assert run_b.data.tags["pgrpo.algorithm"] == "pgrpo" and run_b.data.tags["mlflow.runName"] == "train_policy-pgrpo"
+    assert run_b.data.tags["pgrpo.seed"] == "3" and "pgrpo.seed" not in run_a.data.tags
     assert run_b.data.tags["pgrpo.git_commit"] == commit == run_b.data.tags["mlflow.source.git.commit"]
     assert run_b.data.tags["pgrpo.git_dirty"] == "false"
 

@@ -3,6 +3,7 @@
     python -m pgrpo.experiments.compare                          # params.yaml: section `compare` (below)
     python -m pgrpo.experiments.compare --params configs/smoke.yaml --seeds 0,1 --algorithms grpo,pgrpo
     python -m pgrpo.experiments.compare --summarize-only         # re-read reports/compare/seed*/metrics.json
+    python -m pgrpo.experiments.compare --params configs/claim_judge.yaml   # issue 25's pre-registered run
     python -m flows.compare                          # the same as a Prefect flow (flows/compare.py)
 
     # The DVC way: one queued experiment per seed, the extra algorithms added with -S
@@ -16,11 +17,12 @@
 What runs: the shared stages (prepare, assign_groups, train_reward) must have run
 (`dvc repro`, or the pgrpo-pipeline flow): their outputs are the comparison's data.
 Then for every seed s: each algorithm of `compare.algorithms` is trained with
-policy.seed = s into models/compare/seed<s>/<algorithm>/ (its effective params file
+policy.seed = s into models/compare/<name>/seed<s>/<algorithm>/ (its effective params file
 next to it), and evaluated with the evaluate section as it stands (same held-out
-prompts and sampling seeds for every run) into reports/compare/seed<s>/. Last, the
-summary over seeds (pgrpo.experiments.compare_summary): reports/compare/summary.json, report.md
-and figures/. A finished training is not redone (train_policy resumes from its
+prompts and sampling seeds for every run) into reports/compare/<name>/seed<s>/. Last, the
+summary over seeds (pgrpo.experiments.compare_summary): reports/compare/<name>/summary.json,
+report.md and figures/. `compare.name` keeps comparisons apart (another reward, another
+preset); empty, the folders are models/compare/ and reports/compare/ themselves. A finished training is not redone (train_policy resumes from its
 final checkpoint), nor is an evaluation whose policies, params, data and code are
 unchanged (reports/compare/seed<s>/evaluated.json), so an interrupted comparison
 continues where it stopped.
@@ -67,6 +69,11 @@ class CompareConfig(Section):
     method: str = Field("pgrpo", description="the algorithm whose claims are checked")
     ablation: str = Field("pgrpo_random", description="the method with random groups")
     level: float = Field(0.95, gt=0, lt=1, description="confidence level of the t-intervals")
+    margin: float | None = Field(None, gt=0, description=(
+        "equivalence margin in judge reward: a difference whose interval lies inside "
+        "(-margin, margin) is 'equivalent'; null = no equivalence verdict"))
+    name: str = Field("", pattern=r"^[A-Za-z0-9_.-]*$", description=(
+        "subfolder of models/compare and reports/compare for this comparison; '' = none"))
 
     @model_validator(mode="after")
     def _check(self) -> CompareConfig:
@@ -106,9 +113,14 @@ def load_compare(params_file: str | Path, seeds: list[int] | None = None,
     return CompareConfig(**{**cfg.model_dump(), **update}) if update else cfg
 
 
-def seed_dirs(seed: int) -> tuple[Path, Path]:
-    """(policy root, reports folder) of one seed's run."""
-    return COMPARE_MODELS / f"seed{seed}", COMPARE_REPORTS / f"seed{seed}"
+def reports_root(name: str = "") -> Path:
+    """reports/compare/<name>/: the comparison's summary, report and per-seed folders."""
+    return COMPARE_REPORTS / name
+
+
+def seed_dirs(seed: int, name: str = "") -> tuple[Path, Path]:
+    """(policy root, reports folder) of one seed's run of comparison `name`."""
+    return COMPARE_MODELS / name / f"seed{seed}", reports_root(name) / f"seed{seed}"
 
 
 def write_seed_params(params_file: str | Path, cfg: CompareConfig, seed: int) -> Path:
@@ -118,7 +130,7 @@ def write_seed_params(params_file: str | Path, cfg: CompareConfig, seed: int) ->
     params["policy"] = {**(params.get("policy") or {}), "seed": seed}
     params["algorithms"] = cfg.algorithms
     params["tracking"] = {**(params.get("tracking") or {}), "log_models": False}
-    out = seed_dirs(seed)[0] / "params.yaml"
+    out = seed_dirs(seed, cfg.name)[0] / "params.yaml"
     with atomic_outputs(out) as (tmp,):
         tmp.write_text(f"# {params_file} for seed {seed} of the comparison (pgrpo/experiments/compare.py)\n"
                        + yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
@@ -143,19 +155,25 @@ def train_seed(params_file: str | Path, cfg: CompareConfig, seed: int, algorithm
 
     seed_file = write_seed_params(params_file, cfg, seed)
     return run_stage("train_policy", seed_file, algorithm, loggers=loggers,
-                     policy_root=seed_dirs(seed)[0])
+                     policy_root=seed_dirs(seed, cfg.name)[0], tags=run_tags(cfg, seed))
+
+
+def run_tags(cfg: CompareConfig, seed: int) -> dict[str, str]:
+    """MLflow tags of a comparison's stage runs: which comparison and seed (the stage run
+    tags its algorithm itself), so that the runs of one cell can be found and compared."""
+    return {"pgrpo.compare": cfg.name or "compare", "pgrpo.seed": str(seed)}
 
 
 EVALUATED = "evaluated.json"  # in reports/compare/seed<s>/: what its evaluation depended on
 
 
-def evaluation_state(seed_file: Path, seed: int) -> dict:
+def evaluation_state(seed_file: Path, seed: int, name: str = "") -> dict:
     """What seed s's evaluation depends on (params, data, reward model, its policies, the
     evaluate code) and what it left in reports/compare/seed<s>/ (pgrpo.orchestration.stage_key)."""
     from pgrpo.orchestration.stage_key import result_state
     from pgrpo.stages import registry
 
-    root, reports = seed_dirs(seed)
+    root, reports = seed_dirs(seed, name)
     outputs = [reports / p.relative_to(paths.REPORTS) for p in registry.stage("evaluate").paths("outputs")]
     return result_state("evaluate", seed_file, outputs, policy_root=root)
 
@@ -167,16 +185,18 @@ def evaluate_seed(params_file: str | Path, cfg: CompareConfig, seed: int) -> dic
     from pgrpo.orchestration.pipeline import run_stage
 
     seed_file = write_seed_params(params_file, cfg, seed)
-    root, reports = seed_dirs(seed)
+    root, reports = seed_dirs(seed, cfg.name)
     stamp = reports / EVALUATED
-    if stamp.is_file() and json.loads(stamp.read_text()) == evaluation_state(seed_file, seed):
+    if stamp.is_file() and json.loads(stamp.read_text()) == evaluation_state(seed_file, seed,
+                                                                               cfg.name):
         print(f"seed {seed}: {reports} already evaluates these policies with these params "
               "and code; not evaluated again", file=sys.stderr)
         return json.loads((reports / "metrics.json").read_text())
     stamp.unlink(missing_ok=True)  # no stale stamp beside a half-rewritten evaluation
-    results = run_stage("evaluate", seed_file, policy_root=root, reports_dir=reports)
+    results = run_stage("evaluate", seed_file, policy_root=root, reports_dir=reports,
+                        tags=run_tags(cfg, seed))
     with atomic_outputs(stamp) as (tmp,):
-        write_json(tmp, evaluation_state(seed_file, seed))
+        write_json(tmp, evaluation_state(seed_file, seed, cfg.name))
     return results
 
 
@@ -186,7 +206,7 @@ def read_seed_metrics(cfg: CompareConfig) -> dict[str, dict]:
     """{seed<s>: reports/compare/seed<s>/metrics.json} for every seed of cfg."""
     out = {}
     for seed in cfg.seeds:
-        path = seed_dirs(seed)[1] / "metrics.json"
+        path = seed_dirs(seed, cfg.name)[1] / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: seed {seed} was not evaluated yet "
                                     "(python -m pgrpo.experiments.compare runs it)")
@@ -217,13 +237,15 @@ def read_dvc_experiments(names: list[str], metrics_file: str = "reports/metrics.
 
 
 def write_summary(runs: dict[str, dict], cfg: CompareConfig,
-                  reports_dir: Path = COMPARE_REPORTS, curves_from_seeds: bool = True) -> dict:
-    """summary.json, report.md and the figures of OUTPUTS, all or nothing. The training
-    curves are averaged from models/compare/seed*/ (curves_from_seeds), else left empty."""
+                  reports_dir: Path | None = None, curves_from_seeds: bool = True) -> dict:
+    """summary.json, report.md and the figures of OUTPUTS (in reports/compare/<name>/ unless
+    reports_dir), all or nothing. The training curves are averaged from
+    models/compare/<name>/seed*/ (curves_from_seeds), else left empty."""
     from pgrpo.experiments.compare_summary import render_comparison, summarize_runs
     from pgrpo.stages.evaluation.plots import plot_differences, plot_final_rewards, plot_group_rewards
 
-    summary = summarize_runs(runs, cfg.reference, cfg.method, cfg.ablation, cfg.level)
+    reports_dir = reports_root(cfg.name) if reports_dir is None else reports_dir
+    summary = summarize_runs(runs, cfg.reference, cfg.method, cfg.ablation, cfg.level, cfg.margin)
     sizes, pct = summary["groups"], round(cfg.level * 100)
     bars = {p: {g: {"reward": e["reward"]["mean"], "ci_low": e["reward"]["ci_low"],
                     "ci_high": e["reward"]["ci_high"]} for g, e in v["groups"].items()}
@@ -251,7 +273,7 @@ def mean_curves(cfg: CompareConfig) -> dict[str, list[dict]]:
 
     out = {}
     for alg in cfg.algorithms:
-        files = [seed_dirs(s)[0] / alg / "metrics.jsonl" for s in cfg.seeds]
+        files = [seed_dirs(s, cfg.name)[0] / alg / "metrics.jsonl" for s in cfg.seeds]
         rows = [read_metrics(f) for f in files if f.is_file()]
         if not rows:
             continue
@@ -314,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for c in summary["claims"]:
         print(f"{c['verdict']:>13}: {c['claim']}")
-    print(f"report: {COMPARE_REPORTS / 'report.md'}")
+    print(f"report: {reports_root(cfg.name) / 'report.md'}")
     return 0
 
 

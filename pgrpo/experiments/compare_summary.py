@@ -12,8 +12,13 @@ a - reference is taken within a run, then averaged over runs with a Student-t in
 of held-out prompts, which every run shares: it says whether the difference would hold
 for another training seed on this evaluation set.
 
-Claims checked (those whose algorithms are present), each "supported" when the
-interval of the difference lies above 0, "contradicted" below 0, else "not resolved".
+Claims checked (those whose algorithms are present), each judged by one rule
+(pgrpo.stages.evaluation.metrics.interval_verdict): "supported" when the interval of the
+difference lies above 0, "contradicted" below 0, "equivalent" inside (-margin, margin)
+(the comparison's equivalence margin, in judge reward; the neutral log-likelihood has
+none), else "not resolved". The primary endpoints, fixed before the pre-registered runs
+(benchmarks/llm_compare/README.md): the mean over groups, the minority groups and the
+judge AUC on validation prompts; the mean's verdict is the comparison's answer.
 The convergence claim reads the judge's curves on validation prompts (policy.judge_every
 > 0, pgrpo.stages.evaluation.judge_curve); where any run has only the learned reward's curve on its
 training batches, which a policy can raise by hacking the reward, it is "not judged":
@@ -30,7 +35,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pgrpo.stages.evaluation.metrics import seeds_to_resolve, t_interval
+from pgrpo.stages.evaluation.metrics import interval_verdict, seeds_to_resolve, t_interval
 from pgrpo.stages.evaluation.report import markdown_table
 
 # Per-policy headline numbers of metrics.json, averaged over runs.
@@ -118,16 +123,13 @@ def helps_by_run(runs: Mapping[str, dict], algs: list[str]) -> dict:
     return out
 
 
-def verdict(diff: dict) -> str:
-    if diff["ci_low"] is not None and diff["ci_low"] > 0:
-        return "supported"
-    if diff["ci_high"] is not None and diff["ci_high"] < 0:
-        return "contradicted"
-    return "not resolved"
+def verdict(diff: dict, margin: float | None = None) -> str:
+    return interval_verdict(diff["ci_low"], diff["ci_high"], margin)
 
 
 def summarize_runs(runs: Mapping[str, dict], reference: str = "grpo", method: str = "pgrpo",
-                   ablation: str = "pgrpo_random", level: float = 0.95) -> dict:
+                   ablation: str = "pgrpo_random", level: float = 0.95,
+                   margin: float | None = None) -> dict:
     """The comparison summary (reports/compare/summary.json) of per-run metrics.json dicts."""
     sizes, algs = _check_runs(runs)
     first = next(iter(runs.values()))
@@ -171,29 +173,36 @@ def summarize_runs(runs: Mapping[str, dict], reference: str = "grpo", method: st
     claims = []
     sources = curve_sources(runs)
 
-    def claim(text: str, a: str, b: str, k: str, sign: int = 1) -> None:
+    def claim(text: str, a: str, b: str, k: str, primary: bool = False,
+              in_reward: bool = True) -> None:
+        """in_reward: the metric is in judge reward, so the margin applies."""
         if a in algs and b in algs and a != b:
-            a, b = (a, b) if sign > 0 else (b, a)
             raw = paired_values(a, b, k)
             d, values = _interval(raw, level), [v for v in raw if v is not None]
+            m = margin if in_reward else None
             judged = k != "auc" or sources.get(a) == sources.get(b) == "judge"
             claims.append({"claim": text, "difference": f"{a} - {b}", "metric": k, **d,
-                           "verdict": verdict(d) if judged else NOT_JUDGED,
-                           "seeds_to_resolve": seeds_to_resolve(values, level)})
+                           "primary": primary, "margin": m,
+                           "verdict": verdict(d, m) if judged else NOT_JUDGED,
+                           "seeds_to_resolve": seeds_to_resolve(values, level, margin=m)})
 
     claim(f"{method} reaches a higher judge reward than {reference} (mean over groups)",
-          method, reference, "mean_reward")
+          method, reference, "mean_reward", primary=True)
     claim(f"{method} helps the minority groups more: higher reward than {reference} in the "
-          "minority groups (mean)", method, reference, "minority_reward")
+          "minority groups (mean)", method, reference, "minority_reward", primary=True)
+    claim(f"{method} converges faster than {reference} (larger area under the per-group "
+          "judge curve on validation prompts)", method, reference, "auc", primary=True)
     claim(f"{method} lifts the worst group above {reference}'s", method, reference,
           "worst_group_reward")
-    claim(f"{method} converges faster than {reference} (larger area under the per-group "
-          "judge curve on validation prompts)", method, reference, "auc")
     claim(f"random groups remove the gain: {method} beats {ablation}", method, ablation,
           "mean_reward")
     claim(f"{method} keeps general capability at least as well as {reference} (neutral-text "
-          "log-likelihood; 'contradicted' = a loss)", method, reference, "neutral_loglik_delta")
-    return {"runs": list(runs), "n_runs": len(runs), "level": level, "groups": sizes,
+          "log-likelihood; 'contradicted' = a loss)", method, reference, "neutral_loglik_delta",
+          in_reward=False)
+    answer = next((c["verdict"] for c in claims if c["metric"] == "mean_reward"
+                   and c["difference"] == f"{method} - {reference}"), None)
+    return {"runs": list(runs), "n_runs": len(runs), "level": level, "margin": margin,
+            "answer": answer, "groups": sizes,
             "majority_group": majority, "steps_key": key, "reference": reference,
             "method": method, "ablation": ablation, "judge": first["judge"],
             "settings": first["settings"], "curve_source": sources, "policies": out_pol,
@@ -268,14 +277,25 @@ def render_comparison(s: dict) -> str:
              f"over runs with {pct}% Student-t intervals (df = {s['n_runs'] - 1}); differences "
              "are paired within a run. The intervals cover training randomness, not the choice "
              "of held-out prompts."), "", "## The claims", ""]
+    margin = s.get("margin")
+    if s.get("answer"):
+        lines += [f"**The answer ({s['method']} - {s['reference']}, mean judge reward over "
+                  f"groups): {s['answer']}**" + (f" (equivalence margin ±{margin})" if margin
+                                                 else ""), ""]
     lines += _table(["claim", "difference", "estimate [CI]", "verdict",
-                     "seeds that would resolve it*"],
-                    [[c["claim"], f"{c['difference']} ({c['metric']})", _ci(c, signed=True),
+                     "seeds that would decide it*"],
+                    [[("(primary) " if c.get("primary") else "") + c["claim"],
+                      f"{c['difference']} ({c['metric']})", _ci(c, signed=True),
                       f"**{c['verdict']}**", _seeds(c)]
                      for c in s["claims"]])
+    decide = (f"exclude 0 or lie inside ±{margin} (the equivalence margin)" if margin
+              else "exclude 0")
     lines += [("\\* if the estimate and its spread over seeds held: the smallest number of seeds "
-               f"whose {pct}% interval would exclude 0 (a planning number, not a result; "
-               "'> 100' = the estimate is too small against its spread)."), ""]
+               f"whose {pct}% interval would {decide} (a planning number, not a result; "
+               "'> 100' = the estimate is too small against its spread). Verdicts: supported / "
+               "contradicted = the interval lies above / below 0; equivalent = inside the "
+               "margin; else not resolved (pgrpo.stages.evaluation.metrics.interval_verdict)."),
+              ""]
     lines += _helps_section(s.get("helps_users") or {})
     lines += ["## Headline", ""]
     rows = [[p, *(_ci(pols[p][k]) for k in ("mean_reward", "minority_reward",

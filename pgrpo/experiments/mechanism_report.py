@@ -30,7 +30,7 @@ import numpy as np
 
 from pgrpo.experiments.mechanism import cells
 from pgrpo.experiments.mechanism_config import MechanismConfig
-from pgrpo.stages.evaluation.metrics import curve_auc, t_interval
+from pgrpo.stages.evaluation.metrics import curve_auc, interval_verdict, t_interval
 from pgrpo.stages.evaluation.report import markdown_table
 
 # (claim id, text, A, B, metric): the paper's three claims, then ours (beyond the paper).
@@ -47,14 +47,12 @@ CLAIMS = [
 
 
 def verdict(lo: float | None, hi: float | None, margin: float) -> str:
-    """supported / refuted / unresolved for the claim "difference > 0" (module docstring)."""
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
-        return "unresolved"
-    if lo > 0:
-        return "supported"
-    if hi < 0 or (lo > -margin and hi < margin):
-        return "refuted"
-    return "unresolved"
+    """supported / refuted / unresolved for the claim "difference > 0" (module docstring):
+    pgrpo.stages.evaluation.metrics.interval_verdict, with "refuted" for both of its
+    "contradicted" and "equivalent"."""
+    word = interval_verdict(lo, hi, margin)
+    return {"contradicted": "refuted", "equivalent": "refuted", "not resolved": "unresolved"
+            }.get(word, word)
 
 
 def cell_metrics(result: dict) -> dict:

@@ -55,14 +55,16 @@ def _check(stage: str, params_file: Path, algorithm: str | None) -> None:
 def run_stage(stage: str, params_file: str | Path = "params.yaml",
               algorithm: str | None = None, loggers: list | None = None,
               policy_root: str | Path | None = None,
-              reports_dir: str | Path | None = None) -> dict[str, Any]:
+              reports_dir: str | Path | None = None,
+              tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `stage` with its section of `params_file` (train_policy: for `algorithm`).
 
     `loggers`: extra pgrpo.core.metric_log.MetricLogger objects fed every training step
     (train_policy only), e.g. a Prefect progress artifact.
     `policy_root` (train_policy, evaluate): where policies live, one folder per
     algorithm (default models/policy); `reports_dir` (evaluate): default reports/.
-    pgrpo.experiments.compare uses them to keep its seeds apart from the pipeline's outputs.
+    pgrpo.experiments.compare uses them to keep its seeds apart from the pipeline's outputs,
+    and `tags` (extra MLflow tags of the stage's run) to mark its seed.
     """
     from pgrpo.tracking.mlflow_tracking import TrackingConfig, stage_run
 
@@ -82,7 +84,7 @@ def run_stage(stage: str, params_file: str | Path = "params.yaml",
     command = f"stage {stage}{'@' + algorithm if algorithm else ''} ({' '.join(sys.argv)})"
     with run_lock(stage_lock(stage, algorithm, **where), command, lock_wait()), \
             stage_run(stage, track, params=logged, algorithm=algorithm,
-                      params_file=params_file) as run:
+                      params_file=params_file, tags=tags) as run:
         return runner(cfg, algorithm, track if run else None, **where)
 
 

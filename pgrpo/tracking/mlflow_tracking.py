@@ -192,11 +192,13 @@ def _checked_parent(client, run_id: str) -> str:
 
 @contextmanager
 def stage_run(stage: str, cfg: TrackingConfig, params: Mapping[str, Any] | None = None,
-              algorithm: str | None = None, params_file: str | Path = "params.yaml"):
+              algorithm: str | None = None, params_file: str | Path = "params.yaml",
+              tags: Mapping[str, str] | None = None):
     """A child run for one stage (and algorithm); yields mlflow's ActiveRun, None if tracking is off.
 
     The parent: $PGRPO_PARENT_RUN_ID, else the DVC parent of (params_file, git commit).
-    `params` (the stage's config, nested dicts allowed) is logged flattened.
+    `params` (the stage's config, nested dicts allowed) is logged flattened; `tags` are
+    added to the run's own (e.g. a comparison's seed).
     """
     if not tracking_enabled(cfg):
         yield None
@@ -218,7 +220,7 @@ def stage_run(stage: str, cfg: TrackingConfig, params: Mapping[str, Any] | None 
     tags = {"pgrpo.stage": stage, "pgrpo.algorithm": algorithm, "dvc.stage": dvc_stage,
             "pgrpo.git_commit": git.get("commit"), "mlflow.source.git.commit": git.get("commit"),
             "pgrpo.git_dirty": git.get("dirty"), **prefect_tags(),
-            **{safe_key(k): v for k, v in child_dvc.items()}}
+            **{safe_key(k): v for k, v in child_dvc.items()}, **(tags or {})}
     name = f"{stage}-{algorithm}" if algorithm else stage
     status = "FAILED"
     try:

@@ -7,6 +7,8 @@
     curve_auc(steps, rewards)                       # mean reward over training
     minority_majority_gap({"a": 0.9, "b": 0.2, "c": 0.4}, {"a": 50, "b": 10, "c": 8})  # 0.6
     t_interval(per_seed_means, 0.95)                # Student-t interval over seeds
+    interval_verdict(lo, hi, margin=0.05)           # supported / contradicted / equivalent / ...
+    seeds_to_resolve(per_seed_differences, margin=0.05)   # seeds that would decide, if it held
 
 NaN policy: a NaN (or inf) among the values is an error that says how many there
 are; callers drop missing points on purpose (and say so) before calling. An empty
@@ -375,15 +377,45 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return mean, mean - half, mean + half
 
 
-def seeds_to_resolve(values: Sequence[float], level: float = 0.95, max_n: int = 100) -> int | None:
+VERDICTS = ("supported", "contradicted", "equivalent", "not resolved")
+
+
+def interval_verdict(lo: float | None, hi: float | None, margin: float | None = None) -> str:
+    """The verdict on a claim "the difference is > 0" from the interval [lo, hi] of the
+    difference (one rule for every experiment; fixed before the runs it judges):
+
+        supported     lo > 0                        (higher, at the interval's level)
+        contradicted  hi < 0                        (lower)
+        equivalent    -margin < lo and hi < margin  (no difference as large as margin, either way)
+        not resolved  otherwise: the interval covers 0 and reaches past the margin, or there
+                      is no interval (one run, missing values), or no margin was set
+
+    An interval inside (0, margin) is "supported": the claim is "higher", and it is, by less
+    than the margin (a reader compares the estimate with the margin)."""
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "not resolved"
+    if lo > 0:
+        return "supported"
+    if hi < 0:
+        return "contradicted"
+    if margin is not None and -margin < lo and hi < margin:
+        return "equivalent"
+    return "not resolved"
+
+
+def seeds_to_resolve(values: Sequence[float], level: float = 0.95, max_n: int = 100,
+                     margin: float | None = None) -> int | None:
     """Smallest number of runs n whose Student-t interval, mean -/+ t_{n-1} * sd / sqrt(n),
-    would exclude 0 if the observed mean and sd held: a planning number for "how many seeds
-    would tell these apart", not a result. None: fewer than 2 values, mean 0, or above max_n."""
+    would exclude 0, or (with a margin) lie inside (-margin, margin), if the observed mean
+    and sd held: a planning number for "how many seeds would decide this", not a result.
+    None: fewer than 2 values, or more than max_n (a mean near 0 with no margin, or near
+    the margin)."""
     x = _finite(values, "seeds_to_resolve")
-    if x.size < 2 or x.mean() == 0:
+    if x.size < 2:
         return None
     mean, sd = abs(float(x.mean())), float(x.std(ddof=1))
     for n in range(2, max_n + 1):
-        if _t_half_width(sd, n, level) < mean:
+        half = _t_half_width(sd, n, level)
+        if half < mean or (margin is not None and half < margin - mean):
             return n
     return None
