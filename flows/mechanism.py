@@ -23,8 +23,9 @@ from pydantic import Field
 from pgrpo.experiments.mechanism_run import print_verdicts
 from tasks import mechanism as tasks
 
-Preset = Annotated[Literal["full", "ci"], Field(description=(
-    "full: configs/mechanism.yaml (the whole grid, ~40 min on 2 cores); ci: ~2 minutes"))]
+Preset = Annotated[Literal["full", "ci", "power"], Field(description=(
+    "full: configs/mechanism.yaml (the whole grid, ~40 min on 2 cores); ci: ~2 minutes; "
+    "power: the rerun at 31 seeds (configs/mechanism_power.yaml, ~1.8 h)"))]
 Seeds = Annotated[list[int] | None, Field(min_length=2, description=(
     "paired seeds (>= 2 for an interval); empty = the preset's"))]
 Tilts = Annotated[list[float] | None, Field(min_length=1, description=(
@@ -51,7 +52,7 @@ def mechanism(preset: Preset = "full", seeds: Seeds = None, tilts: Tilts = None,
     condition and tilt from paired seeds; writes reports/mechanism.
 
     Args:
-        preset: full (configs/mechanism.yaml) or ci (~2 minutes)
+        preset: full (configs/mechanism.yaml), ci (~2 minutes) or power (31 seeds, ~1.8 h)
         seeds: paired seeds; empty = the preset's
         tilts: SFT majority-style shares of the base policies; empty = the preset's
         conditions: clean, offset, trap; empty = the preset's

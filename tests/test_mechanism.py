@@ -13,7 +13,8 @@ from pgrpo.stages.data.personas import utility
 from pgrpo.experiments.mechanism import ConditionReward, cells
 from pgrpo.experiments.mechanism_config import MechanismConfig
 from pgrpo.experiments.mechanism_world import _pieces, build_word_tokenizer, make_prompts, personas, sft_pairs
-from pgrpo.experiments.mechanism_report import summarize, verdict
+from pgrpo.experiments.mechanism_report import plan_seeds, power_seeds, summarize, verdict
+from pgrpo.stages.evaluation.metrics import seeds_to_resolve, t_interval
 
 
 @pytest.mark.parametrize("lo, hi, want", [
@@ -137,6 +138,33 @@ def test_summary_pairs_by_seed_and_matches_a_scipy_t_interval():
     assert auc["mean"] == pytest.approx(gain.mean() / 2)
     got = {c["id"]: c["verdict"] for c in block["claims"]}
     assert got == {"higher_final": "supported", "faster": "supported", "random_loses_gain": "supported"}
+    # planning: the spread read back from the interval gives what the values themselves give
+    final = next(c for c in block["claims"] if c["id"] == "higher_final")
+    assert final["seeds_to_decide"] == seeds_to_resolve(gain, margin=cfg.margin) == 3
+
+
+def test_planning_reads_the_spread_back_from_an_interval():
+    values = [0.31, -0.12, 0.44, 0.05, 0.27, -0.02, 0.19, 0.36]  # mean 0.185, sd ~0.19
+    mean, lo, hi = t_interval(values)
+    got = plan_seeds({"mean": mean, "lo": lo, "hi": hi, "n": len(values)}, 0.95, 0.1)
+    assert got == seeds_to_resolve(values, margin=0.1)
+    # ... and by hand: the smallest n with t_{n-1} * sd / sqrt(n) < |mean| (the margin is
+    # below the mean here, so excluding 0 comes first)
+    sd = np.std(values, ddof=1)
+    assert stats.t.ppf(0.975, got - 1) * sd / np.sqrt(got) < np.mean(values)
+    assert stats.t.ppf(0.975, got - 2) * sd / np.sqrt(got - 1) >= np.mean(values)
+    assert plan_seeds({"mean": 0.2, "lo": math.nan, "hi": math.nan, "n": 1}, 0.95, 0.1) is None
+
+
+def test_power_seeds_is_the_count_that_decides_the_share_of_the_papers_claims():
+    rows = [("adamw clean 0.5", {"higher_final": 10, "faster": 7, "random_loses_gain": None,
+                                 "scale_faster": 2}),  # not a paper claim: not counted
+            ("sgd clean 0.8", {"higher_final": 40, "faster": 25})]
+    # the paper's five planning numbers, sorted: 7, 10, 25, 40, > 100
+    assert power_seeds(rows, share=0.75) == 40  # 4 of 5 (ceil(3.75)) decided at 40
+    assert power_seeds(rows, share=0.5) == 25   # ceil(2.5) = 3 of 5
+    assert power_seeds(rows, share=1.0) is None  # one claim needs more than 100 seeds
+    assert power_seeds([("x", {"scale_faster": 3})]) is None  # no paper claim in these blocks
 
 
 def test_tiny_grid_end_to_end_resumes_and_pairs(tmp_path):
@@ -163,6 +191,8 @@ def test_tiny_grid_end_to_end_resumes_and_pairs(tmp_path):
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Verdicts" in report and "higher_final" in report
     assert (tmp_path / "report" / "judge_adamw_tilt0.8.png").stat().st_size > 1000
+    assert "## Planning: seeds that would decide each claim" in report
+    assert (tmp_path / "report" / "planning.png").stat().st_size > 1000
     mtimes = [p.stat().st_mtime_ns for p in cell_files]
     again = run_experiment(cfg, log=lambda *_: None)
     assert [p.stat().st_mtime_ns for p in cell_files] == mtimes  # nothing re-ran

@@ -27,7 +27,8 @@ ESTIMATORS: dict[str, dict] = {
 }
 CONDITIONS = ("clean", "offset", "trap")
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-PRESETS = {"full": ["mechanism.yaml"], "ci": ["mechanism.yaml", "mechanism_ci.yaml"]}
+PRESETS = {"full": ["mechanism.yaml"], "ci": ["mechanism.yaml", "mechanism_ci.yaml"],
+           "power": ["mechanism.yaml", "mechanism_power.yaml"]}  # power: issue 25's rerun
 
 
 class MechanismConfig(Section):

@@ -4,6 +4,10 @@
     summary = summarize(results, cfg)          # results: pgrpo.experiments.mechanism.run_grid's list
     write_report(summary, cfg)                 # reports/mechanism/{report.md, summary.json, *.png}
 
+    # how many seeds would decide each claim at the observed spread (figure + the rule's N)
+    python -m pgrpo.experiments.mechanism_report --plan reports/mechanism/summary.json \
+        --conditions clean,trap --tilts 0.5,0.8
+
 Per cell and group: the judge reward at the last evaluation ("final") and the area under
 the judge-reward curve over the evaluations (pgrpo.stages.evaluation.metrics.curve_auc: the mean reward over
 training, so larger = faster). A cell's headline is the mean over groups (every group
@@ -17,12 +21,19 @@ intervals), for a claim "A > B" with the interval [lo, hi] of the paired differe
     refuted      hi < 0                       (B beats A), or
                  -margin < lo and hi < margin (equivalent: no difference as large as margin)
     unresolved   otherwise (the interval reaches past the margin and covers 0)
+
+Planning (issue 25): per claim, the seeds whose interval would decide it (exclude 0 or lie
+inside the margin) if the observed mean and spread held (metrics.seeds_needed, the spread
+read back from the interval); `power_seeds` turns those into the seed count of a rerun by
+a rule written before it (the smallest N that would decide `share` of the paper's claims).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,7 +41,7 @@ import numpy as np
 
 from pgrpo.experiments.mechanism import cells
 from pgrpo.experiments.mechanism_config import MechanismConfig
-from pgrpo.stages.evaluation.metrics import curve_auc, interval_verdict, t_interval
+from pgrpo.stages.evaluation.metrics import curve_auc, interval_verdict, seeds_needed, t_interval
 from pgrpo.stages.evaluation.report import markdown_table
 
 # (claim id, text, A, B, metric): the paper's three claims, then ours (beyond the paper).
@@ -103,7 +114,8 @@ def summarize(results: list[dict], cfg: MechanismConfig) -> dict:
                 d = _ci([m[a][s][f"{metric}_mean"] - m[b][s][f"{metric}_mean"] for s in seeds],
                         cfg.level)
                 claims.append({"id": cid, "claim": text, "difference": f"{a} - {b}",
-                               "metric": metric, **d, "verdict": verdict(d["lo"], d["hi"], cfg.margin)})
+                               "metric": metric, **d, "verdict": verdict(d["lo"], d["hi"], cfg.margin),
+                               "seeds_to_decide": plan_seeds(d, cfg.level, cfg.margin)})
         curves = {e: {g: np.mean([ests[e][s]["judge"][g] for s in seeds], 0).tolist() for g in groups}
                   for e in ests}
         first = ests[next(iter(ests))][seeds[0]]
@@ -125,6 +137,84 @@ def summarize(results: list[dict], cfg: MechanismConfig) -> dict:
             "cell_seconds": {"mean": float(np.mean(seconds)), "max": float(np.max(seconds)),
                              "sum": float(np.sum(seconds))},
             "blocks": blocks}
+
+
+# --------------------------------------------------------------------------- planning
+
+PAPER_CLAIMS = ("higher_final", "faster", "random_loses_gain")  # the paper's, not ours
+
+
+def plan_seeds(d: dict, level: float, margin: float, max_n: int = 100) -> int | None:
+    """Seeds whose interval would decide the claim of interval d ({mean, lo, hi, n}) if its
+    mean and spread held; None: no interval, or more than max_n."""
+    n, lo, hi = d.get("n") or 0, d.get("lo"), d.get("hi")
+    if n < 2 or lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    from scipy.stats import t as student_t
+
+    sd = (hi - lo) / 2 * math.sqrt(n) / float(student_t.ppf((1 + level) / 2, n - 1))
+    return seeds_needed(d["mean"], sd, level, margin, max_n)
+
+
+def planning_rows(summary: dict, conditions=None, tilts=None) -> list[tuple[str, dict]]:
+    """[(block label, {claim id: seeds to decide or None})] for the chosen blocks."""
+    cfg = summary["config"]
+    rows = []
+    for b in summary["blocks"]:
+        if (conditions and b["condition"] not in conditions) or (tilts and b["tilt"] not in tilts):
+            continue
+        rows.append((f"{b['optimizer']} {b['condition']} {b['tilt']}",
+                     {c["id"]: c["seeds_to_decide"] if "seeds_to_decide" in c
+                      else plan_seeds(c, cfg["level"], cfg["margin"]) for c in b["claims"]}))
+    return rows
+
+
+def planning_table(rows: list[tuple[str, dict]]) -> list[str]:
+    claim_ids = [c[0] for c in CLAIMS]
+    return markdown_table(["block"] + claim_ids, [
+        [label] + ["–" if c not in got else ("> 100" if got[c] is None else str(got[c]))
+                   for c in claim_ids] for label, got in rows])
+
+
+def power_seeds(rows: list[tuple[str, dict]], share: float = 0.75,
+                claims: tuple[str, ...] = PAPER_CLAIMS) -> int | None:
+    """The smallest N at which `share` of the paper's claims in these blocks would be decided
+    (their planning numbers <= N; a claim past max_n never is). None: no N does."""
+    needs = sorted((n for _, got in rows for c, n in got.items() if c in claims),
+                   key=lambda n: math.inf if n is None else n)
+    if not needs:
+        return None
+    return needs[math.ceil(share * len(needs)) - 1]  # the k-th smallest must be decided
+
+
+def plot_planning(rows: list[tuple[str, dict]], seeds_run: int, out_png: Path,
+                  chosen: int | None = None) -> Path:
+    """Blocks x claims, each cell the seeds that would decide it (colour on a log scale;
+    bold: already decided by the seeds run)."""
+    from pgrpo.stages.evaluation.plots import _save, plt
+
+    claim_ids, cap = [c[0] for c in CLAIMS], 100
+    grid = np.array([[np.nan if c not in got else (got[c] or cap * 1.5) for c in claim_ids]
+                     for _, got in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.5 * len(claim_ids) + 2.5, 0.45 * len(rows) + 1.8))
+    im = ax.imshow(np.log10(grid), cmap="viridis_r", aspect="auto", vmin=np.log10(2),
+                   vmax=np.log10(cap * 1.5))
+    for i, (_, got) in enumerate(rows):
+        for j, c in enumerate(claim_ids):
+            if c in got:
+                n = got[c]
+                ax.text(j, i, f"> {cap}" if n is None else str(n), ha="center", va="center",
+                        fontsize=8, color="white" if (n or cap) > 20 else "black",
+                        fontweight="bold" if n is not None and n <= seeds_run else "normal")
+    ax.set_xticks(range(len(claim_ids)), claim_ids, rotation=25, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    fig.colorbar(im, ax=ax, label="log10 seeds to decide")
+    title = f"seeds that would decide each claim, at the spread of {seeds_run} seeds"
+    if chosen:
+        title += f"\n(the rule's rerun: {chosen} seeds decide 3/4 of the paper's claims here)"
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out_png)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -207,6 +297,12 @@ def render(summary: dict, figures: list[Path], extra: str = "") -> str:
         lines += [f"### {opt}", "", *markdown_table(["condition", "tilt", "seeds"] + claim_ids, rows), ""]
     lines += ["Claims: " + "; ".join(f"`{c[0]}`: {c[1]} ({c[2]} - {c[3].format(ref=ref)}, {c[4]})"
                                       for c in CLAIMS), ""]
+    lines += ["## Planning: seeds that would decide each claim", "",
+              (f"If each difference's mean and spread over these seeds held, the number of seeds whose "
+               f"interval would exclude 0 or lie inside ±{cfg['margin']} (a planning number, not a "
+               "result; '> 100': too close to 0 or to the margin for its spread). "
+               "`python -m pgrpo.experiments.mechanism_report --plan <summary.json>` draws it."), "",
+              *planning_table(planning_rows(summary)), ""]
     for b in summary["blocks"]:
         groups = b["groups"]
         lines += [f"## {b['optimizer']}, {b['condition']}, tilt {b['tilt']} ({len(b['seeds'])} seeds)", ""]
@@ -233,7 +329,38 @@ def write_report(summary: dict, cfg: MechanismConfig, extra: str = "") -> Path:
     out = Path(cfg.report_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = plot_curves(summary, out)
+    figures.append(plot_planning(planning_rows(summary), len(cfg.seeds), out / "planning.png"))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     path = out / "report.md"
     path.write_text(render(summary, figures, extra))
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """--plan: the planning figure and the rule's seed count from a finished summary.json."""
+    parser = argparse.ArgumentParser(description="plan a rerun of the mechanism experiment")
+    parser.add_argument("--plan", type=Path, required=True, help="a summary.json of this report")
+    parser.add_argument("--conditions", default=None, help="comma-separated, e.g. clean,trap")
+    parser.add_argument("--tilts", default=None, help="comma-separated, e.g. 0.5,0.8")
+    parser.add_argument("--share", type=float, default=0.75,
+                        help="share of the paper's claims the seed count must decide")
+    parser.add_argument("--out", type=Path, default=None, help="figure (default: beside --plan)")
+    a = parser.parse_args(argv)
+    summary = json.loads(a.plan.read_text())
+    rows = planning_rows(summary, a.conditions.split(",") if a.conditions else None,
+                         [float(t) for t in a.tilts.split(",")] if a.tilts else None)
+    if not rows:
+        print(f"error: no block of {a.plan} matches --conditions / --tilts", file=sys.stderr)
+        return 1
+    n = power_seeds(rows, a.share)
+    seeds_run = max(len(b["seeds"]) for b in summary["blocks"])
+    out = plot_planning(rows, seeds_run, a.out or a.plan.parent / "planning.png", n)
+    print("\n".join(planning_table(rows)))
+    print(f"figure: {out}")
+    print(f"seeds={n if n is not None else '> 100'}  (decides {a.share:.0%} of the paper's claims "
+          f"({', '.join(PAPER_CLAIMS)}) in these blocks, if their spreads held)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -413,7 +413,14 @@ def seeds_to_resolve(values: Sequence[float], level: float = 0.95, max_n: int = 
     x = _finite(values, "seeds_to_resolve")
     if x.size < 2:
         return None
-    mean, sd = abs(float(x.mean())), float(x.std(ddof=1))
+    return seeds_needed(float(x.mean()), float(x.std(ddof=1)), level, margin, max_n)
+
+
+def seeds_needed(mean: float, sd: float, level: float = 0.95, margin: float | None = None,
+                 max_n: int = 100) -> int | None:
+    """seeds_to_resolve from a mean and a standard deviation (e.g. read back from a reported
+    interval: sd = half width * sqrt(n) / t_{n-1})."""
+    mean = abs(mean)
     for n in range(2, max_n + 1):
         half = _t_half_width(sd, n, level)
         if half < mean or (margin is not None and half < margin - mean):
