@@ -25,3 +25,48 @@ def tiny_cfg():
         return PolicyConfig(**{**base, **overrides})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 (a free port) that lets this user in with a key
+    made here: {"user", "port", "key"}. Skipped where the OS has no sshd (Debian's
+    openssh-server; .ci/run installs it)."""
+    import getpass
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(binary).is_file():
+        pytest.skip("no sshd: apt-get install openssh-server (the SSH remote test needs one)")
+    d = tmp_path_factory.mktemp("sshd")
+    for name in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
+                       check=True)
+    (d / "authorized_keys").write_text((d / "user.pub").read_text())
+    (d / "authorized_keys").chmod(0o600)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\n"
+        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nStrictModes no\n"
+        f"UsePAM no\nPidFile {d / 'sshd.pid'}\nSubsystem sftp internal-sftp\n")
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(exist_ok=True)  # its privilege-separation directory
+    log = (d / "sshd.log").open("w")
+    proc = subprocess.Popen([binary, "-D", "-e", "-f", str(d / "sshd_config")], stderr=log)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.poll() is not None:
+            pytest.fail(f"sshd exited: {(d / 'sshd.log').read_text()}")
+        time.sleep(0.1)
+    yield {"user": getpass.getuser(), "port": port, "key": d / "user"}
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()

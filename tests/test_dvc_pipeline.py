@@ -305,6 +305,48 @@ def test_dvc_repro_smoke_end_to_end(smoke_repro):
     assert champion.tags["pgrpo.parent_run_id"] == parent
 
 
+def test_a_dvc_remote_gives_a_fresh_clone_every_output_without_a_rerun(smoke_repro, tmp_path,
+                                                                       sshd):
+    """`dvc push` to a local-folder remote and to a real SSH remote (sshd on localhost,
+    dvc-ssh); a fresh git clone pulls from either, and `dvc status` is clean: no stage to
+    recompute, every cached output byte-identical to the one that was pushed."""
+    import hashlib
+
+    repo, env, _ = smoke_repro
+    remotes = {"team": str(tmp_path / "remote"),
+               "ssh": f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}{tmp_path / 'ssh_remote'}"}
+    _run(["dvc", "remote", "add", "-d", "team", remotes["team"]], repo, env)
+    _run(["dvc", "remote", "add", "ssh", remotes["ssh"]], repo, env)
+    keyfile = ["dvc", "remote", "modify", "--local", "ssh", "keyfile", str(sshd["key"])]
+    _run(keyfile, repo, env)  # a user's own key: .dvc/config.local, never committed
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "outputs and the team's remotes"], repo, env)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    cached = sorted({o["path"] for st in lock.values() for o in st.get("outs", [])})
+    assert "models/reward" in cached and "models/policy/pgrpo/model" in cached
+
+    def digest(root: Path) -> dict[str, str]:
+        """sha256 of every file of every cached output, by path."""
+        files = [f for out in cached for f in ([root / out] if (root / out).is_file()
+                                               else sorted((root / out).rglob("*")))]
+        return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+                for f in files if f.is_file()}
+
+    pushed = digest(repo)
+    for name in remotes:
+        assert "pushed" in _run(["dvc", "push", "-r", name], repo, env), name
+        clone = tmp_path / f"clone_{name}"
+        _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+        if name == "ssh":
+            _run(keyfile, clone, env)
+        _run(["dvc", "pull", "-r", name], clone, env)
+        status = subprocess.run(["dvc", "status", "--json"], cwd=clone, env=env, check=True,
+                                capture_output=True, text=True).stdout
+        assert json.loads(status) == {}, (name, status)
+        assert "Running stage" not in _run(["dvc", "repro", "--dry"], clone, env), name
+        assert digest(clone) == pushed, name
+
+
 @pytest.mark.slow  # ~2 min more on 2 CPU cores: two experiments of 3 algorithms each
 def test_comparison_over_dvc_experiments(smoke_repro):
     """The comparison's DVC route as README "Comparing algorithms over seeds" gives it: a

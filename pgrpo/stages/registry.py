@@ -32,7 +32,8 @@ class Stage:
     params: tuple[str, ...]   # params-file entries it reads: a section, or section.key
     inputs: tuple[str, ...]   # files and folders it reads, each written by an earlier stage
     outputs: tuple[str, ...]  # everything it writes, checkpoints aside
-    resumable: str | None = None  # its checkpoint folder: kept across reruns, never a result
+    resumable: str | None = None  # its checkpoint folder: kept across reruns, never a result,
+    # and not a DVC output (a clone pulled from a remote has none; declared, DVC would retrain)
     per_algorithm: bool = False   # one run per key of `algorithms`
 
     def paths(self, kind: str, algorithm: str | None = None) -> list[Path]:
