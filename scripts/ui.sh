@@ -9,6 +9,11 @@
 # holds the knobs) or: PREFECT_API_URL=http://127.0.0.1:4200/api prefect deployment run pgrpo-pipeline/params
 # Ports: PREFECT_PORT (4200), MLFLOW_PORT (5000). Prefect keeps its database in .prefect/
 # (PREFECT_HOME; set it to use another), MLflow its runs in ./mlflow.db (MLFLOW_TRACKING_URI).
+#
+#   PGRPO_TRACKING=postgres scripts/ui.sh start    # a team's stack instead: MLflow's database in
+#       a private PostgreSQL cluster (.run/pg, port PG_PORT 5433; the OS's postgresql and the
+#       `team` extra), `mlflow server` with proxied artifacts (.run/mlartifacts), and the
+#       deployments record to it over HTTP (pgrpo/tracking/team_stack.py). Stop the same way.
 # Run from anywhere: everything happens in the repo root, with the venv's tools if present.
 set -euo pipefail
 
@@ -62,10 +67,21 @@ halt() {  # name, seconds to wait after SIGTERM before SIGKILL
   rm -f "$RUN/$name.pid"; echo "stopped $name"
 }
 
+PG_PORT="${PG_PORT:-5433}"
+TEAM=$([ "${PGRPO_TRACKING:-}" = postgres ] && echo 1 || true)
+
 start() {
   mkdir -p "$RUN" "$PREFECT_HOME"
   launch prefect prefect server start --host 127.0.0.1 --port "$PREFECT_PORT"
-  launch mlflow mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI" --host 127.0.0.1 --port "$MLFLOW_PORT"
+  if [ -n "$TEAM" ]; then
+    local db
+    db=$(python -m pgrpo.tracking.team_stack start --dir "$RUN/pg" --port "$PG_PORT")
+    launch mlflow python -m pgrpo.tracking.team_stack server --backend "$db" \
+      --port "$MLFLOW_PORT" --artifacts "$RUN/mlartifacts"
+    export MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT"  # what the runs record to
+  else
+    launch mlflow mlflow ui --backend-store-uri "$MLFLOW_TRACKING_URI" --host 127.0.0.1 --port "$MLFLOW_PORT"
+  fi
   wait_for prefect "$PREFECT_API_URL/health" 60
   wait_for mlflow "http://127.0.0.1:$MLFLOW_PORT/health" 60
   launch serve python -m flows.serve
@@ -80,6 +96,7 @@ stop() {
   halt serve 20
   halt mlflow 10
   halt prefect 20
+  if [ -n "$TEAM" ]; then python -m pgrpo.tracking.team_stack stop --dir "$RUN/pg" && echo "stopped postgres"; fi
 }
 
 status() {
