@@ -15,6 +15,7 @@ running on the machine:
     python benchmarks/default_tuning/tune.py --table benchmarks/default_tuning/results_2026-12-02.jsonl
     python benchmarks/default_tuning/tune.py --choose benchmarks/default_tuning/results_seeds_2026-12-02.jsonl
     python benchmarks/default_tuning/tune.py old_s0 seed=0 --baseline_paths   # training as before the speed work
+    python benchmarks/default_tuning/tune.py --paired fast old    # fast - old per (seed, algorithm)
 
 `--baseline_paths` trains with the sampling and forward the trainer had before the speed
 work (benchmarks/step_profile.py's `baseline_paths`); the judge curve and the KL keep
@@ -152,6 +153,35 @@ def choose(path: Path) -> str:
                               "this one harms its worst group least)"])
 
 
+def paired(path: Path, a: str, b: str, level: float = 0.95) -> str:
+    """Variant a - variant b within each (seed, algorithm) both ran: the mean judge gain and
+    the worst group's change, with Student-t intervals over the pairs and their verdicts
+    (pgrpo.stages.evaluation.metrics.interval_verdict, no margin)."""
+    from pgrpo.stages.evaluation.metrics import interval_verdict, t_interval
+
+    runs = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        variant, seed = r["name"].rsplit("_s", 1)
+        runs[(variant, seed, r["algorithm"])] = r
+    keys = sorted({(s, alg) for (v, s, alg) in runs if v == a} &
+                  {(s, alg) for (v, s, alg) in runs if v == b})
+    if len(keys) < 2:
+        return f"{a} and {b} share {len(keys)} (seed, algorithm) runs: no interval"
+
+    def gain(r):
+        c = {int(k): v for k, v in r["judge_curve"].items()}
+        return c[max(c)] - c[min(c)]
+
+    lines = [f"{a} - {b}, paired over {len(keys)} (seed, algorithm) runs, {level:.0%} t-intervals:"]
+    for what, f in (("mean judge gain", gain), ("worst group's change", worst_group_change)):
+        d = [f(runs[(a, s, alg)]) - f(runs[(b, s, alg)]) for s, alg in keys]
+        mean, lo, hi = t_interval(d, level)
+        lines.append(f"  {what}: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] -> "
+                     f"{interval_verdict(lo, hi)} (per pair {', '.join(f'{x:+.2f}' for x in d)})")
+    return "\n".join(lines)
+
+
 def table(path: Path) -> str:
     """One row per run; the worst group is the one whose judge reward fell most from step 0
     (what the evaluate stage's rule calls harm, here without an interval)."""
@@ -192,12 +222,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="train with the sampling and forward from before the speed work")
     p.add_argument("--table", nargs="?", const=OUT / "runs.jsonl", type=Path, metavar="JSONL",
                    help="print the table of runs.jsonl (or of a results file given here)")
+    p.add_argument("--paired", nargs=2, metavar=("A", "B"),
+                   help="variant A - variant B per (seed, algorithm), with intervals")
+    p.add_argument("--from", dest="source", type=Path, default=OUT / "runs.jsonl",
+                   help="the runs file --paired reads")
     p.add_argument("--choose", type=Path, metavar="JSONL",
                    help="which variant (runs named <variant>_s<seed>) the rule makes the default")
     a = p.parse_args(argv)
     runs = OUT / "runs.jsonl"
     if a.choose:
         print(choose(a.choose))
+        return 0
+    if a.paired:
+        print(paired(a.source, *a.paired))
         return 0
     if a.table:
         print(table(a.table))
