@@ -49,6 +49,23 @@ def test_the_choice_takes_a_variant_passing_every_run_else_the_least_harmful(tmp
     assert choose(greedy + good[:3]).startswith("chosen: greedy")
 
 
+def test_paired_differences_match_a_hand_computed_t_interval(tmp_path):
+    """a - b per (seed, algorithm): gains 0.3, 0.2, 0.1 against 0.1 each -> differences
+    0.2, 0.1, 0.0 (mean 0.1, sd 0.1); a run only one variant has is left out."""
+    rows = [row("a_s0", "grpo", gain=0.3), row("a_s1", "grpo", gain=0.2),
+            row("a_s2", "grpo", gain=0.1, worst=-0.3), row("a_s3", "grpo"),
+            *(row(f"b_s{s}", "grpo", gain=0.1) for s in range(3))]
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = tune.paired(path, "a", "b")
+    half = 4.302652729911275 * 0.1 / 3 ** 0.5  # t(0.975, df 2), from tables
+    assert "paired over 3 (seed, algorithm) runs" in text
+    assert f"mean judge gain: +0.100 [{0.1 - half:+.3f}, {0.1 + half:+.3f}] -> not resolved" in text
+    # worst group's change: 0, 0, -0.3 against 0 -> mean -0.1
+    assert "worst group's change: -0.100" in text
+    assert "share 0 (seed, algorithm)" in tune.paired(path, "a", "c")
+
+
 def test_a_tuning_run_records_the_judge_curve_kl_and_answer_lengths(tiny_pipeline):  # noqa: F811
     assert tune.main(["tiny_s1", "seed=1", "loss_agg=dr_grpo", "--algorithms", "grpo",
                       "--every", "2", "--per_group", "1", "--samples", "2"]) == 0
