@@ -102,10 +102,14 @@ RULE = {"min_gain": 0.10, "min_group_change": -0.10, "max_kl": 0.10}
 
 def meets_rule(r: dict) -> bool:
     """Mean judge gain >= min_gain, no group's change below min_group_change, KL < max_kl."""
-    c = {int(k): v for k, v in r["judge_curve"].items()}
-    change = [v - r["start_by_group"][g] for g, v in r["final_by_group"].items()]
-    return (c[max(c)] - c[min(c)] >= RULE["min_gain"] and min(change) >= RULE["min_group_change"]
+    return (judge_gain(r) >= RULE["min_gain"] and worst_group_change(r) >= RULE["min_group_change"]
             and r["kl_to_base"] < RULE["max_kl"])
+
+
+def judge_gain(r: dict) -> float:
+    """Mean judge reward on validation prompts at the last curve point minus the first."""
+    c = {int(k): v for k, v in r["judge_curve"].items()}
+    return c[max(c)] - c[min(c)]
 
 
 def worst_group_change(r: dict) -> float:
@@ -129,23 +133,19 @@ def choose(path: Path) -> str:
     cells = {(r["seed"], r["algorithm"]) for rs in runs.values() for r in rs}
     missing = {v: sorted(cells - {(r["seed"], r["algorithm"]) for r in rs}) for v, rs in runs.items()}
 
-    def gain(r):
-        c = {int(k): v for k, v in r["judge_curve"].items()}
-        return c[max(c)] - c[min(c)]
-
     lines = []
     for v, rs in runs.items():
         lines.append(f"{v}: {len(rs)} runs, meets the rule in {sum(map(meets_rule, rs))}, "
-                     f"gain min {min(map(gain, rs)):+.3f} mean {sum(map(gain, rs)) / len(rs):+.3f}, "
+                     f"gain min {min(map(judge_gain, rs)):+.3f} mean {sum(map(judge_gain, rs)) / len(rs):+.3f}, "
                      f"worst-group change min {min(map(worst_group_change, rs)):+.2f}, "
                      f"KL max {max(r['kl_to_base'] for r in rs):.3f}"
                      + (f"; incomplete, missing (seed, algorithm) {missing[v]}" if missing[v] else ""))
     runs = {v: rs for v, rs in runs.items() if not missing[v]}
     passing = [v for v, rs in runs.items() if all(map(meets_rule, rs))]
     if passing:
-        best = max(passing, key=lambda v: sum(map(gain, runs[v])) / len(runs[v]))
+        best = max(passing, key=lambda v: sum(map(judge_gain, runs[v])) / len(runs[v]))
         return "\n".join(lines + [f"chosen: {best} (meets the rule in every run)"])
-    gaining = [v for v, rs in runs.items() if all(gain(r) >= RULE["min_gain"] for r in rs)]
+    gaining = [v for v, rs in runs.items() if all(judge_gain(r) >= RULE["min_gain"] for r in rs)]
     if not gaining:
         return "\n".join(lines + ["chosen: none (no variant gains min_gain in every run)"])
     best = max(gaining, key=lambda v: min(map(worst_group_change, runs[v])))
@@ -169,12 +169,8 @@ def paired(path: Path, a: str, b: str, level: float = 0.95) -> str:
     if len(keys) < 2:
         return f"{a} and {b} share {len(keys)} (seed, algorithm) runs: no interval"
 
-    def gain(r):
-        c = {int(k): v for k, v in r["judge_curve"].items()}
-        return c[max(c)] - c[min(c)]
-
     lines = [f"{a} - {b}, paired over {len(keys)} (seed, algorithm) runs, {level:.0%} t-intervals:"]
-    for what, f in (("mean judge gain", gain), ("worst group's change", worst_group_change)):
+    for what, f in (("mean judge gain", judge_gain), ("worst group's change", worst_group_change)):
         d = [f(runs[(a, s, alg)]) - f(runs[(b, s, alg)]) for s, alg in keys]
         mean, lo, hi = t_interval(d, level)
         lines.append(f"  {what}: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] -> "
