@@ -157,15 +157,15 @@ def plan_seeds(d: dict, level: float, margin: float, max_n: int = 100) -> int | 
 
 
 def planning_rows(summary: dict, conditions=None, tilts=None) -> list[tuple[str, dict]]:
-    """[(block label, {claim id: seeds to decide or None})] for the chosen blocks."""
+    """[(block label, {claim id: seeds to decide or None})] for the chosen blocks, derived
+    from each claim's interval (so a summary.json written before planning existed plans too)."""
     cfg = summary["config"]
     rows = []
     for b in summary["blocks"]:
         if (conditions and b["condition"] not in conditions) or (tilts and b["tilt"] not in tilts):
             continue
         rows.append((f"{b['optimizer']} {b['condition']} {b['tilt']}",
-                     {c["id"]: c["seeds_to_decide"] if "seeds_to_decide" in c
-                      else plan_seeds(c, cfg["level"], cfg["margin"]) for c in b["claims"]}))
+                     {c["id"]: plan_seeds(c, cfg["level"], cfg["margin"]) for c in b["claims"]}))
     return rows
 
 
