@@ -54,8 +54,10 @@ def start_postgres(folder: str | Path, port: int) -> str:
     folder = Path(folder).resolve()
     data = folder / "data"
     folder.mkdir(parents=True, exist_ok=True)
-    run = lambda cmd, **kw: subprocess.run(_as_owner(cmd, data), check=True, capture_output=True,  # noqa: E731
-                                           text=True, **kw)
+
+    def run(cmd: list[str]) -> None:
+        subprocess.run(_as_owner(cmd, data), check=True, capture_output=True, text=True)
+
     if not (data / "PG_VERSION").exists():
         run([pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", USER, "-E", "UTF8"])
     try:
