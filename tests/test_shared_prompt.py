@@ -6,9 +6,15 @@ completions that end at different lengths and prompts of different lengths."""
 import pytest
 import torch
 
+from pgrpo.core.logprobs import (
+    batched_logprobs,
+    completion_logprobs,
+    micro_batches,
+    packed_layout,
+    shared_prompt_logprobs,
+    token_logprobs,
+)
 from pgrpo.core.models import build_tiny_model
-from pgrpo.core.logprobs import (batched_logprobs, completion_logprobs, micro_batches,
-                                 packed_layout, shared_prompt_logprobs, token_logprobs)
 from pgrpo.core.rollout import Rollout
 
 
@@ -111,3 +117,31 @@ def test_micro_batches_never_split_a_group_and_batched_logprobs_agree():
     torch.testing.assert_close(grouped[mask], plain[mask], atol=2e-5, rtol=1e-5)
     one, _ = completion_logprobs(model, r.input_ids, r.attention_mask, r.prompt_len, 1)
     torch.testing.assert_close(one[mask], plain[mask])
+
+
+
+def test_shared_prompt_gradients_are_bitwise_repeatable():
+    """The same inputs, the same gradient bits, every time. When the prompt's last position
+    was asked for G times, the backward of that gather was an accumulating scatter whose CPU
+    kernel, on two threads, adds the G copies in a timing-dependent order: on one packed row
+    at SmolLM2's sizes 3 of 4 repeats gave different bits (never on the tiny model), and a
+    trainer step's 272 gradients differed by ~1e-7 from run to run."""
+    import hashlib
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the race needs two threads; CI machines have two cores
+    try:
+        model = smollm2_architecture()
+        r = ragged_rollout(model.config.vocab_size, [77], [[40, 31, 40, 12, 40, 40]], 40)
+        digests = set()
+        for _ in range(5):
+            model.zero_grad()
+            logp, _ = shared_prompt_logprobs(model, r.input_ids, r.attention_mask, r.prompt_len, 6)
+            (logp * r.completion_mask).sum().backward()
+            digest = hashlib.sha256()
+            for p in model.parameters():
+                digest.update(p.grad.numpy().tobytes())
+            digests.add(digest.hexdigest())
+    finally:
+        torch.set_num_threads(threads)
+    assert len(digests) == 1, f"{len(digests)} different gradients from 5 identical backwards"

@@ -126,7 +126,7 @@ def packed_layout(prompt_mask: Tensor, completion_mask: Tensor) -> tuple[Tensor,
     (allowed [B, L, L] bool: query row may attend to key column, position_ids [B, L],
     logit positions [G * C]: where each completion token's predicting hidden state is),
     L = P + G * C."""
-    b, p = prompt_mask.shape
+    p = prompt_mask.shape[1]
     _, g, c = completion_mask.shape
     length = p + g * c
     device = prompt_mask.device
@@ -179,7 +179,20 @@ def shared_prompt_logprobs(model, input_ids: Tensor, attention_mask: Tensor, pro
     completion_mask = attention_mask[:, p:].unflatten(0, (-1, g))
     allowed, position_ids, logit_pos = packed_layout(prompt_mask, completion_mask)
     packed = torch.cat([prompt_ids, completion_ids.unflatten(0, (-1, g)).flatten(1)], 1)
+    # The G first completion tokens are all predicted from the prompt's last position. Asking
+    # the model for that position G times would make the backward of its hidden-state gather
+    # an accumulating scatter with repeated indices, whose CPU kernel adds in a thread-dependent
+    # order (the gradients then differ across processes in the last bits). So it is kept once,
+    # the other positions are all distinct, and the G copies are an expand, whose backward is an
+    # ordinary sum: the same numbers, bit for bit from run to run (tests/test_determinism.py).
+    distinct = torch.cat([logit_pos[:1], logit_pos.view(g, c)[:, 1:].flatten()])
     logits = model(input_ids=packed, attention_mask=_attention_mask(model, allowed),
-                   position_ids=position_ids, logits_to_keep=logit_pos, use_cache=False).logits
-    return _scores(logits.unflatten(1, (g, c)).flatten(0, 1), completion_ids, temperature,
-                   with_entropy)
+                   position_ids=position_ids, logits_to_keep=distinct, use_cache=False).logits
+    targets = completion_ids.unflatten(0, (-1, g))  # [B, G, C]
+    first = _scores(logits[:, :1, None].expand(-1, g, 1, -1), targets[..., :1], temperature,
+                    with_entropy)  # from [B, G, 1, V]: a view, the logits are not copied
+    rest = _scores(logits[:, 1:].unflatten(1, (g, c - 1)), targets[..., 1:], temperature,
+                   with_entropy)  # from [B, G, C - 1, V]
+    logp, entropy = (None if a is None else torch.cat([a, b], 2).flatten(0, 1)
+                     for a, b in zip(first, rest))
+    return logp, entropy
