@@ -46,8 +46,9 @@ def _run(args: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:
     return p.stdout + p.stderr
 
 
-def _smoke_repo(root: Path) -> tuple[Path, dict]:
-    """A git repo with the project's code, dvc.yaml, DVC set-up and the smoke params."""
+def _smoke_repo(root: Path, params: dict | None = None) -> tuple[Path, dict]:
+    """A git repo with the project's code, dvc.yaml, DVC set-up and the smoke params (or
+    `params`)."""
     repo = root / "repo"
     repo.mkdir()
     shutil.copytree(REPO / "pgrpo", repo / "pgrpo",
@@ -55,11 +56,12 @@ def _smoke_repo(root: Path) -> tuple[Path, dict]:
     shutil.copytree(REPO / "configs", repo / "configs")
     for name in ["dvc.yaml", ".dvcignore", ".gitignore"]:  # .gitignore: what experiments commit
         shutil.copy(REPO / name, repo / name)
+    shutil.copytree(REPO / "data" / "raw", repo / "data" / "raw")  # prepare's DVC dep
     env = _env(root)
     _run(["git", "init", "-q"], repo, env)
     _run(["dvc", "init", "-q"], repo, env)
     shutil.copytree(REPO / ".dvc" / "plots", repo / ".dvc" / "plots")
-    write_params(read_params(REPO / "configs" / "smoke.yaml"), repo / "params.yaml")
+    write_params(params or read_params(REPO / "configs" / "smoke.yaml"), repo / "params.yaml")
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "smoke"], repo, env)
     return repo, env

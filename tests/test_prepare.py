@@ -257,7 +257,9 @@ def test_movielens_100k(tmp_path):
     metrics = prepare(PrepareConfig(source="movielens", path=str(ML100K), max_users=50), tmp_path)
     t = read(tmp_path)
     assert metrics["source_stats"]["format"] == "ml-100k" and 40 <= len(t["users"]) <= 50
-    assert {"age", "age_band", "gender", "occupation"} <= set(t["users"].columns)
+    assert {"age", "age_band", "gender", "occupation", "age_group", "gender_age_group"} <= set(
+        t["users"].columns)
+    assert t["users"]["gender_age_group"].str.fullmatch(r"[MF] (<25|25-44|45\+)").all()
     assert t["users"]["true_group"].str.fullmatch(r"[MF] (<18|\d\d-\d\d|56\+)").all()
     assert (t["judge"]["kind"] == "heldout_items").all()
     prompts = t["prompts"].set_index("user_id")["prompt"]
@@ -292,6 +294,22 @@ def test_movielens_1m_format(tmp_path):
     assert users.loc["2", "age_band"] == "<18" and users.loc["3", "age_band"] == "56+"
     assert "I enjoyed: Misérables, Les (1995) [Drama, War]" in t["prompts"]["prompt"].iloc[0]
     assert len(t["pairs"]) == 3 * 8  # 2 later likes x 4 dislikes per user
+    assert users.loc["2", "gender_age_group"] == "M <25" and users.loc["3", "age_group"] == "45+"
+
+
+def test_movielens_missing_files_are_named_and_nothing_is_written(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match=r"folder does not exist.*data/raw/README.md"):
+        prepare(PrepareConfig(source="movielens", path=str(tmp_path / "nowhere")), out)
+    (tmp_path / "ml").mkdir()
+    (tmp_path / "ml" / "u.data").write_text("1\t1\t5\t1\n")
+    with pytest.raises(FileNotFoundError, match="100K needs u.data, u.item, u.user; missing u.item, u.user"):
+        prepare(PrepareConfig(source="movielens", path=str(tmp_path / "ml")), out)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("")
+    with pytest.raises(FileNotFoundError, match="found notes.txt"):
+        prepare(PrepareConfig(source="movielens", path=str(tmp_path / "other")), out)
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------- config and CLI

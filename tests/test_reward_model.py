@@ -141,6 +141,13 @@ def test_minilm_learns_opposite_preferences_per_group(tmp_path):
     blind = eval_accuracy_by_true_group(tmp_path / "rm", pairs, groups, score_as="casual")
     assert sum(blind.values()) / 2 == pytest.approx(0.5, abs=0.05), blind
     assert min(blind.values()) < 0.5, blind
+    # The pre-training checks (group_checks) say the same: each group is learned and differs,
+    # and formal's pairs under casual's head score what the saved model's blind path scores.
+    checks = metrics["group_checks"]
+    for group, c in checks.items():
+        assert c["own_accuracy"] == pytest.approx(metrics["eval_accuracy_per_group"][group])
+        assert c["disagreement_ci"][0] > 0, checks
+    assert checks["formal"]["other_heads_accuracy"] == pytest.approx(blind["formal"], abs=1e-6)
 
 
 def test_one_group_model_is_at_chance_on_opposite_preferences(tmp_path):
@@ -152,6 +159,8 @@ def test_one_group_model_is_at_chance_on_opposite_preferences(tmp_path):
     assert metrics["eval_accuracy"] == pytest.approx(0.5)
     by_true = eval_accuracy_by_true_group(tmp_path / "rm", pairs, groups, score_as="everyone")
     assert by_true["casual"] + by_true["formal"] == pytest.approx(1.0)
+    check = metrics["group_checks"]["everyone"]  # one head: nothing to disagree with
+    assert check["disagreement"] is None and check["own_accuracy"] == pytest.approx(0.5)
 
 
 def test_bradley_terry_loss_by_hand():

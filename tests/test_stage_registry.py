@@ -37,7 +37,7 @@ def test_dvc_yaml_says_what_the_registry_says(name):
     stage, spec = registry.stage(name), _dvc_stage(name)
     assert _names(spec["params"]) == list(stage.params), f"{name}: params"
     data_deps = [d for d in _names(spec["deps"]) if not d.startswith("pgrpo/")]
-    assert data_deps == list(stage.inputs), f"{name}: data deps"
+    assert data_deps == [*stage.sources, *stage.inputs], f"{name}: data deps"
     outs = _names(spec.get("outs")) + _names(spec.get("metrics")) + _names(spec.get("plots"))
     # checkpoints are no output: DVC must neither delete them before a rerun nor cache GBs,
     # and a clone pulled from a remote (no checkpoints) must be up to date

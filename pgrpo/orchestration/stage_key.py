@@ -35,7 +35,7 @@ def stage_params(stage: str, params_file: str | Path, algorithm: str | None = No
 
 def stage_inputs(stage: str, params_file: str | Path, algorithm: str | None = None,
                  policy_root: str | Path | None = None) -> list[Path]:
-    """The files a stage reads besides its params: the registry's inputs (dvc.yaml's data
+    """The files a stage reads besides its params: the registry's sources and inputs (dvc.yaml's data
     deps), plus those its params name (prepare.path; a policy's model, prompts, groups and
     reward when they point elsewhere; built-in names are no paths). `policy_root`
     (evaluate): the policies are read from there, model and metrics of each algorithm in
@@ -46,7 +46,8 @@ def stage_inputs(stage: str, params_file: str | Path, algorithm: str | None = No
     elif stage == "train_policy":
         cfg = policy_config(params_file, algorithm)
         named = [cfg.model, cfg.prompts, cfg.groups, cfg.reward]
-    listed = registry.stage(stage).paths("inputs", algorithm)
+    listed = [*registry.stage(stage).paths("sources", algorithm),
+              *registry.stage(stage).paths("inputs", algorithm)]
     if policy_root is not None:
         if stage != "evaluate":
             raise ValueError(f"policy_root: only evaluate reads policies, not {stage!r}")

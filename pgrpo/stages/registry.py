@@ -32,6 +32,8 @@ class Stage:
     params: tuple[str, ...]   # params-file entries it reads: a section, or section.key
     inputs: tuple[str, ...]   # files and folders it reads, each written by an earlier stage
     outputs: tuple[str, ...]  # everything it writes, checkpoints aside
+    sources: tuple[str, ...] = ()  # raw data it may read that no stage writes (data/raw:
+    # immutable, brought by the user); a DVC dep, so new data reruns the stage
     resumable: str | None = None  # its checkpoint folder: kept across reruns, never a result,
     # and not a DVC output (a clone pulled from a remote has none; declared, DVC would retrain)
     per_algorithm: bool = False   # one run per key of `algorithms`
@@ -48,7 +50,7 @@ class Stage:
 
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("prepare", "users, prompts, preference pairs and the judge's table, split by user",
-          params=("prepare",), inputs=(),
+          params=("prepare",), inputs=(), sources=("data/raw",),
           outputs=(f"{P}/users.parquet", f"{P}/prompts.parquet", f"{P}/pairs.parquet",
                    f"{P}/judge.parquet", f"{P}/prepare_metrics.json")),
     Stage("assign_groups", "each user's preference group (labels, clusters or random)",

@@ -10,8 +10,9 @@ Per user, ratings in time order are cut in three, so nothing leaks forward:
     later     the second half; chosen = "You might enjoy <a later movie rated high>",
               rejected = a movie rated low (any time before the held-out part)
     held out  the last `heldout_items` liked movies: the judge (kind "heldout_items")
-Users.true_group is gender + age band ("F 25-34"); age, age_band, gender and occupation
-are kept as columns so assign_groups can group by any of them.
+Users.true_group is gender + age band ("F 25-34", ML-1M's seven bands); age, age_band,
+gender, occupation, age_group (three broad bands: <25, 25-44, 45+) and gender_age_group
+("F 25-44") are kept as columns so assign_groups can group by any of them.
 
     from pgrpo.stages.data.movielens import build
     tables = build("../shared/data/movielens/ml-100k", max_users=50)
@@ -42,6 +43,14 @@ OCCUPATIONS_1M = ["other", "academic/educator", "artist", "clerical/admin",
 # The 1M age codes are the lower bounds of these bands; 100K ages fall into them too.
 AGE_EDGES = [0, 18, 25, 35, 45, 50, 56, 200]
 AGE_BANDS = ["<18", "18-24", "25-34", "35-44", "45-49", "50-55", "56+"]
+# Three broad bands on the same boundaries: 2 x 7 groups leave ML-100K with groups of 7 and
+# 12 users (F 56+, F <18), too few to hold out test prompts from; 2 x 3 keep >= 56 users each.
+BROAD_AGE_EDGES = [0, 25, 45, 200]
+BROAD_AGE_BANDS = ["<25", "25-44", "45+"]
+
+
+def _band(age: int, edges: list[int], names: list[str]) -> str:
+    return names[next(i for i in range(len(names)) if age < edges[i + 1])]
 
 RATINGS = pa.DataFrameSchema({
     "user_id": pa.Column(int), "item_id": pa.Column(int),
@@ -72,6 +81,20 @@ def load(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, st
     """(ratings, movies[item_id, title, genres], users[user_id, age, gender, occupation],
     format name), validated."""
     path = Path(path)
+    expected = {"ml-100k": ["u.data", "u.item", "u.user"],
+                "ml-1m": ["ratings.dat", "movies.dat", "users.dat"]}
+    found = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    for fmt_name, files in expected.items():
+        missing = [f for f in files if f not in found]
+        if files[0] in found and missing:
+            raise FileNotFoundError(f"{path}: MovieLens {fmt_name[3:].upper()} needs "
+                                    f"{', '.join(files)}; missing {', '.join(missing)}")
+    if not any(files[0] in found for files in expected.values()):
+        seen = ("the folder does not exist" if not path.is_dir() else
+                f"found {', '.join(found[:8])}" if found else "the folder is empty")
+        raise FileNotFoundError(
+            f"{path}: no MovieLens data (expected u.data, u.item, u.user for 100K or ratings.dat, "
+            f"movies.dat, users.dat for 1M; {seen}). Where to get them: data/raw/README.md")
     if (path / "u.data").exists():
         fmt = "ml-100k"
         ratings = _table(path / "u.data", "\t", ["user_id", "item_id", "rating", "timestamp"])
@@ -90,9 +113,8 @@ def load(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, st
         codes = pd.to_numeric(users["occupation"], errors="coerce")
         users["occupation"] = [OCCUPATIONS_1M[int(c)] if 0 <= c < len(OCCUPATIONS_1M) else str(o)
                                for c, o in zip(codes.fillna(-1), users["occupation"])]
-    else:
-        raise FileNotFoundError(f"{path}: no MovieLens data (expected u.data/u.item/u.user for "
-                                f"100K or ratings.dat/movies.dat/users.dat for 1M)")
+    else:  # unreachable: checked above
+        raise AssertionError(path)
     ratings = validate(ratings, RATINGS, f"{path} ratings ({fmt})")
     users = validate(users[["user_id", "age", "gender", "occupation"]], USERS,
                      f"{path} users ({fmt})")
@@ -130,11 +152,13 @@ def _user_tables(user_id: str, rows: list[tuple[str, str, int]], demo: dict, cfg
     seen = {t for t, _, _ in shown}
     goods = [response(t, g) for t, g, r in later if r >= like and t not in seen]
     bads = [response(t, g) for t, g, r in before if r <= cfg["dislike_threshold"] and t not in seen]
-    band = AGE_BANDS[next(i for i in range(len(AGE_BANDS)) if demo["age"] < AGE_EDGES[i + 1])]
+    band = _band(demo["age"], AGE_EDGES, AGE_BANDS)
+    broad = _band(demo["age"], BROAD_AGE_EDGES, BROAD_AGE_BANDS)
     profile = "I enjoyed: " + ", ".join(_label(t, g) for t, g, _ in shown) + "."
     user = {"user_id": user_id, "true_group": f"{demo['gender']} {band}", "profile": profile,
             "age": int(demo["age"]), "age_band": band, "gender": demo["gender"],
-            "occupation": demo["occupation"]}
+            "occupation": demo["occupation"], "age_group": broad,
+            "gender_age_group": f"{demo['gender']} {broad}"}
     prompt = {"prompt_id": stable_id("p", user_id, 0), "user_id": user_id,
               "prompt": f"{profile} Recommend one movie I have not seen."}
     items = [{"title": t, "genres": g.split("|") if g else [], "rating": r} for t, g, r in held]

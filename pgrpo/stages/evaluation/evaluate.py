@@ -272,6 +272,9 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
         "judge": kind or "none",
         "training_reward": policy.reward,
         "reward_check": check,
+        # written by train_reward (pgrpo.stages.reward.group_checks); absent from older models
+        "group_checks": json.loads((reward_dir / "metrics.json").read_text()).get("group_checks")
+        if (reward_dir / "metrics.json").is_file() else None,
         "champion": max(algorithms, key=lambda a: (summary[a][by], a)) if algorithms else None,
         "champion_by": by,
         "val_prompts": {} if val_prompts is None else {

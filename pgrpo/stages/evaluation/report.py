@@ -158,6 +158,44 @@ def signal_section(results: dict) -> list[str]:
     return lines + [""]
 
 
+def group_checks_section(results: dict) -> list[str]:
+    """Before training: each group's held-out pairs under its own reward head and the others'
+    (pgrpo.stages.reward.group_checks), and what that rules out."""
+    checks = results.get("group_checks")
+    if not checks:
+        return []
+    from pgrpo.stages.reward.group_checks import verdicts
+
+    lines = ["## Before training: do the groups differ, and can each be learned?", "",
+             "The reward model on held-out users' pairs. Own accuracy: share of a group's pairs "
+             "its own head orders as its users did (0.5 = chance). Disagreement: own accuracy "
+             "minus the mean accuracy under the other groups' heads (above 0: the group chooses "
+             "differently from the others, which is what per-group conditioning can use). "
+             "Intervals: bootstrap over the group's users.", ""]
+    lines += _table(["group", "users", "pairs", "own accuracy [CI]", "other heads",
+                     "disagreement [CI]"],
+                    [[g, str(c["users"]), str(c["pairs"]),
+                      f"{fmt(c['own_accuracy'])} [{fmt(c['own_accuracy_ci'][0])}, "
+                      f"{fmt(c['own_accuracy_ci'][1])}]", fmt(c["other_heads_accuracy"]),
+                      f"{fmt(c['disagreement'], signed=True)} "
+                      f"[{fmt(c['disagreement_ci'][0], signed=True)}, "
+                      f"{fmt(c['disagreement_ci'][1], signed=True)}]"]
+                     for g, c in checks.items()])
+    v = verdicts(checks)
+    lines.append("")
+    if v["not_learnable"]:
+        lines.append(f"- **Cannot be learned from this data**: {', '.join(v['not_learnable'])}: the "
+                     "reward model orders these groups' held-out choices no better than chance "
+                     "(interval reaches 0.5), so no result below can serve them through it.")
+    if v["not_distinct"]:
+        lines.append(f"- **Not distinct**: {', '.join(v['not_distinct'])}: the other groups' heads "
+                     "predict these groups' choices as well as their own (interval reaches 0); "
+                     "per-group conditioning has nothing to use for them here.")
+    if not (v["not_learnable"] or v["not_distinct"]):
+        lines.append("- Every group is learned above chance and differs from the others.")
+    return lines + [""]
+
+
 def helps_section(results: dict) -> list[str]:
     """Does training help the users? Each algorithm under the rule of pgrpo.stages.evaluation.metrics.helps_users."""
     limit = results["settings"].get("kl_limit")
@@ -219,6 +257,9 @@ def render_report(results: dict) -> str:
         lines += ["**The judge was also the training reward** (`policy.reward: judge`): a "
                   "controlled experiment. These numbers measure how well each algorithm optimizes "
                   "a known reward, not how well a learned reward model stands in for users.", ""]
+    # The checks first: a group they rule out is named before any training result.
+    lines += group_checks_section(results)
+    lines += signal_section(results)
     lines += ["## Headline", ""]
     lines += _table(
         ["policy", "mean reward [CI]", "gain vs base [paired CI]", "worst group",
@@ -240,7 +281,6 @@ def render_report(results: dict) -> str:
                  "numbers are biased upward)")
         lines += [f"Champion (MLflow alias `champion`): **{results['champion']}**, picked by {where}.",
                   ""]
-    lines += signal_section(results)
     lines += ["## Reward per group", ""]
     lines += _table(["group", "users", "eval prompts", *pols],
                     [[g, str(n), str(results["eval_prompts"].get(g, 0)),

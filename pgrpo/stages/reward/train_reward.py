@@ -10,7 +10,8 @@ there is no second random split here). Loss per pair:
 Outputs, written all at once (nothing on failure), in `out_dir`:
 
     model.safetensors  config.json  tokenizer*.json    the model (see pgrpo.stages.reward.reward_model)
-    metrics.json       held-out pairwise accuracy, overall and per group; loss per epoch
+    metrics.json       held-out pairwise accuracy, overall and per group, and each group's pairs
+                       under every group's head (group_checks.py); loss per epoch
     loss_curve.csv     epoch, step, split, loss   (train per step, eval per epoch)
 
 Run recipe:
@@ -237,11 +238,22 @@ def train_reward(cfg: RewardConfig, pairs_path: str | Path = paths.PROCESSED / "
             bar.write(f"epoch {epoch}: train loss {train_losses[-1]:.4f}, eval loss {eval_loss:.4f}, "
                       f"eval accuracy {acc.mean():.3f}", file=sys.stderr)
     bar.close()
+    checks = {}
+    if not eval_df.empty:
+        from pgrpo.stages.reward.group_checks import cross_head_scores, group_checks
+
+        model.eval()
+        pooled = eval_cached or _frozen_features(model, eval_df, cfg.eval_batch_size)
+        names = sorted(group_map, key=group_map.get)
+        checks = group_checks(*cross_head_scores(model, *pooled),
+                              [group_map[g] for g in eval_df["group"]], eval_df["user_id"],
+                              names, seed=cfg.seed)
 
     metrics = {
         "eval_accuracy": float(acc.mean()) if len(acc) else None,
         "eval_accuracy_per_group": per_group,
         "eval_pairs": len(eval_df),
+        "group_checks": checks,  # per group: own-head accuracy, disagreement (group_checks.py)
         "eval_pairs_per_group": {str(g): int(c)
                                  for g, c in eval_df["group"].value_counts().sort_index().items()},
         "train_pairs": len(train_df),
