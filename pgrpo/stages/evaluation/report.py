@@ -170,7 +170,8 @@ def group_checks_section(results: dict) -> list[str]:
              "The reward model on held-out users' pairs. Own accuracy: share of a group's pairs "
              "its own head orders as its users did (0.5 = chance). Disagreement: own accuracy "
              "minus the mean accuracy under the other groups' heads (above 0: the group chooses "
-             "differently from the others, which is what per-group conditioning can use). "
+             "differently from the others, which is what per-group conditioning can use; a head "
+             "trained on few pairs is noisier, which lowers it for small groups). "
              "Intervals: bootstrap over the group's users.", ""]
     lines += _table(["group", "users", "pairs", "own accuracy [CI]", "other heads",
                      "disagreement [CI]"],

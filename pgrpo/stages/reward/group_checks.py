@@ -10,7 +10,10 @@ scoring every held-out pair under *every* group's conditioning, not only its own
                      0: the group chooses differently from the others, so conditioning on it
                      carries information (what P-GRPO's per-group baselines and the per-group
                      heads exist for). An interval around 0: the others' heads predict this
-                     group as well as its own does: on this data it does not differ.
+                     group as well as its own does: on this data it does not differ, or
+                     its head, trained on its few pairs, is too noisy to show it (the
+                     majority's head sees the most pairs; this is what the reward model can
+                     use, not a test of the users' tastes).
 
 Intervals: percentile bootstrap over the group's users (a user's pairs move together), seeded.
 
