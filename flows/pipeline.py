@@ -68,7 +68,7 @@ Overrides = Annotated[list[str] | None, Field(description=(
     "any other param as SECTION.KEY=VALUE, e.g. policy.beta=0.04 (as --set on the CLI); "
     "applied after the knobs above"))]
 RunName = Annotated[str | None, Field(description=(
-    "name of the MLflow parent run; empty = prefect-<flow run name>"))]
+    "name of the MLflow parent run; empty = \"prefect-\" + this flow run's name"))]
 
 
 class PipelineParams(BaseModel):

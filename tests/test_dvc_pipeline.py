@@ -290,6 +290,11 @@ def test_dvc_repro_smoke_end_to_end(smoke_repro):
         assert per_group and {k.split("/")[-1] for k in per_group} <= set(groups), per_group
         steps = [m.step for m in client.get_metric_history(run.info.run_id, per_group[0])]
         assert steps and set(steps) <= {1, 2}
+        # the same curves on the pipeline run, where MLflow's chart view opens
+        for name in per_group:
+            copy = name.replace("train/", f"train/{alg}/", 1)
+            assert [(m.step, m.value) for m in client.get_metric_history(parent, copy)] == [
+                (m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
         assert "plots/group_rewards.png" in [
             a.path for a in client.list_artifacts(run.info.run_id, "plots")]
     logged = children["evaluate"].data.metrics  # the numbers of metrics.json, to the digit

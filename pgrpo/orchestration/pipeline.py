@@ -231,8 +231,13 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
     out = policy_root / algorithm
     extra = list(loggers or [])
     if track:
-        from pgrpo.tracking.mlflow_logger import MlflowLogger
+        from pgrpo.tracking.mlflow_logger import MlflowLogger, parent_curves
+        from pgrpo.tracking.mlflow_tracking import parent_run_id
+
         extra.append(MlflowLogger())
+        parent = parent_run_id()
+        if parent:  # the per-group curves where the chart view opens (parent_curves)
+            extra.append(MlflowLogger(parent, rename=parent_curves(algorithm)))
     hooks = []
     if cfg.judge_every:
         from pgrpo.stages.evaluation.judge_curve import JudgeCurve

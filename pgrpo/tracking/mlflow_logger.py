@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pgrpo.tracking.mlflow_names import active_run_id, flatten_metrics
@@ -30,16 +30,29 @@ from pgrpo.tracking.server import probe
 MAX_BATCH = 1000  # MLflow's metrics per log_batch
 
 
+def parent_curves(algorithm: str) -> Callable[[str], str | None]:
+    """`rename` for a copy of a training run's per-group rewards on its pipeline (parent)
+    run: train/reward/<group> -> train/<algorithm>/reward/<group>, everything else dropped.
+    MLflow's chart view opens on the parent with its children collapsed, so without these
+    a new user sees no chart at all (tests/test_browser_ui.py)."""
+    def rename(name: str) -> str | None:
+        head = "train/reward/"
+        return f"train/{algorithm}/reward/{name[len(head):]}" if name.startswith(head) else None
+    return rename
+
+
 class MlflowLogger:
     """MetricLogger to an MLflow run, names like train/reward/<group>; None and NaN dropped."""
 
     def __init__(self, run_id: str | None = None, flush_timeout: float = 120.0,
-                 probe_every: float = 2.0):
+                 probe_every: float = 2.0, rename: Callable[[str], str | None] | None = None):
+        """`rename`: each metric's name -> the name to log it under, or None to drop it."""
         import mlflow
 
         self.client = mlflow.MlflowClient()
         self.uri = mlflow.get_tracking_uri()
         self.run_id = run_id or active_run_id()
+        self.rename = rename
         self.client.get_run(self.run_id)  # a wrong id fails here, not at step 1000
         self.flush_timeout, self.probe_every = flush_timeout, probe_every
         self._queue: queue.Queue = queue.Queue()
@@ -57,7 +70,10 @@ class MlflowLogger:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, v, now, int(step)) for k, v in flatten_metrics(metrics).items()]
+        flat = flatten_metrics(metrics)
+        if self.rename is not None:
+            flat = {new: v for k, v in flat.items() if (new := self.rename(k)) is not None}
+        batch = [Metric(k, v, now, int(step)) for k, v in flat.items()]
         if batch:
             self._idle.clear()
             self._queue.put((int(step), batch))
