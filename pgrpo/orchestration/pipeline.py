@@ -236,8 +236,9 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
 
         extra.append(MlflowLogger())
         parent = parent_run_id()
-        if parent:  # the per-group curves where the chart view opens (parent_curves)
-            extra.append(MlflowLogger(parent, rename=parent_curves(algorithm)))
+        if parent:  # the per-group curves where the chart view opens (parent_curves); a copy,
+            # so at the end it waits less for a server that is down than the stage's own record
+            extra.append(MlflowLogger(parent, flush_timeout=30, rename=parent_curves(algorithm)))
     hooks = []
     if cfg.judge_every:
         from pgrpo.stages.evaluation.judge_curve import JudgeCurve
