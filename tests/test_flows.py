@@ -256,6 +256,7 @@ def test_flow_runs_every_stage_as_a_task_and_leaves_dvc_up_to_date(tmp_path, mon
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     shutil.copytree(REPO / "pgrpo", tmp_path / "pgrpo",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "data" / "raw", tmp_path / "data" / "raw")  # prepare's DVC dep
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     _dvc("init", "-q", cwd=tmp_path)
     db = tmp_path / "mlflow.db"
