@@ -89,14 +89,14 @@ def load(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, st
         if files[0] in found and missing:
             raise FileNotFoundError(f"{path}: MovieLens {fmt_name[3:].upper()} needs "
                                     f"{', '.join(files)}; missing {', '.join(missing)}")
-    if not any(files[0] in found for files in expected.values()):
+    fmt = next((name for name, files in expected.items() if files[0] in found), None)
+    if fmt is None:
         seen = ("the folder does not exist" if not path.is_dir() else
                 f"found {', '.join(found[:8])}" if found else "the folder is empty")
         raise FileNotFoundError(
             f"{path}: no MovieLens data (expected u.data, u.item, u.user for 100K or ratings.dat, "
             f"movies.dat, users.dat for 1M; {seen}). Where to get them: data/raw/README.md")
-    if (path / "u.data").exists():
-        fmt = "ml-100k"
+    if fmt == "ml-100k":
         ratings = _table(path / "u.data", "\t", ["user_id", "item_id", "rating", "timestamp"])
         items = _table(path / "u.item", "|",
                        ["item_id", "title", "date", "video", "url", *GENRES_100K])
@@ -105,16 +105,13 @@ def load(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, st
         movies = pd.DataFrame({"item_id": items["item_id"], "title": items["title"],
                                "genres": genres})
         users = _table(path / "u.user", "|", ["user_id", "age", "gender", "occupation", "zip"])
-    elif (path / "ratings.dat").exists():
-        fmt = "ml-1m"
+    else:
         ratings = _table(path / "ratings.dat", "::", ["user_id", "item_id", "rating", "timestamp"])
         movies = _table(path / "movies.dat", "::", ["item_id", "title", "genres"])
         users = _table(path / "users.dat", "::", ["user_id", "gender", "age", "occupation", "zip"])
         codes = pd.to_numeric(users["occupation"], errors="coerce")
         users["occupation"] = [OCCUPATIONS_1M[int(c)] if 0 <= c < len(OCCUPATIONS_1M) else str(o)
                                for c, o in zip(codes.fillna(-1), users["occupation"])]
-    else:  # unreachable: checked above
-        raise AssertionError(path)
     ratings = validate(ratings, RATINGS, f"{path} ratings ({fmt})")
     users = validate(users[["user_id", "age", "gender", "occupation"]], USERS,
                      f"{path} users ({fmt})")
