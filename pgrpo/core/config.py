@@ -50,7 +50,7 @@ class PolicyConfig(Section):
         "assigned", description="random: shuffled group labels for the advantage (the paper's ablation)")
     # rollouts
     steps: int = Field(8, ge=1, description="optimizer rounds; each samples a fresh batch")
-    prompts_per_step: int = Field(8, ge=1, description="prompts per step per process")
+    prompts_per_step: int = Field(8, ge=1, description="prompts per step, over all processes")
     prompt_sampling: Literal["uniform", "balanced"] = Field(
         "balanced", description="uniform: each group in proportion to its prompts; balanced: "
         "the groups take turns (pgrpo.core.prompts.balanced_prompt_indices)")
@@ -78,6 +78,9 @@ class PolicyConfig(Section):
                                   "in whole prompts: each prompt's G completions go together, the prompt computed once")
     lora_r: int = Field(0, ge=0, description="LoRA rank; 0 trains all weights")
     lora_alpha: int = Field(16, ge=1)
+    num_processes: int = Field(1, ge=1, description="processes the train_policy stage trains on "
+                               "(accelerate launch; data-parallel: each samples and back-propagates "
+                               "prompts_per_step / num_processes prompts; one per GPU, or CPU with gloo)")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     # learning curves from the judge (pgrpo.stages.evaluation.judge_curve): held-out validation prompts
     judge_every: int = Field(0, ge=0, description="judge the policy on validation prompts every k "
@@ -102,6 +105,9 @@ class PolicyConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:
+        if self.prompts_per_step % self.num_processes:
+            raise ValueError(f"prompts_per_step={self.prompts_per_step} (the global batch) does not "
+                             f"split over num_processes={self.num_processes}")
         if self.warmup_steps >= self.steps * self.num_iterations:
             raise ValueError(f"warmup_steps={self.warmup_steps} must be < total optimizer steps")
         # estimators that centre on the prompt's own completions learn nothing from one of them

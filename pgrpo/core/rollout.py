@@ -21,6 +21,22 @@ def derived_seed(*parts: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+class RowDraws:
+    """The uniform draws of a sampling batch of `total` rows split over processes: at each
+    decode step all `total` rows are drawn from one seeded generator, and a process keeps
+    its `offset`.. rows. A row then gets the same draws however the batch is split (rank-
+    independent sampling); with one process (offset 0, total = its rows) they are the
+    draws torch.manual_seed(seed) would give torch.rand in sample_tokens."""
+
+    def __init__(self, seed: int, offset: int, total: int, device: torch.device | str = "cpu"):
+        self.offset, self.total = offset, total
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def next(self, rows: int, device: torch.device | str) -> Tensor:
+        u = torch.rand(self.total, 1, generator=self.generator, device=self.generator.device)
+        return u[self.offset:self.offset + rows].to(device)
+
+
 @dataclass
 class Rollout:
     input_ids: Tensor  # [N, P + C] left-padded prompt, then completion
@@ -75,7 +91,7 @@ def completion_mask_from_eos(completion_ids: Tensor, eos_ids: list[int]) -> Tens
 
 
 def sample_tokens(logits: Tensor, temperature: float, top_p: float,
-                  block: int = 1024) -> tuple[Tensor, Tensor]:
+                  block: int = 1024, uniforms: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One token per row from softmax(logits / temperature), nucleus-filtered when top_p < 1;
     returns (tokens [N], their log-probs [N] under logits / temperature, before top-p).
 
@@ -84,7 +100,8 @@ def sample_tokens(logits: Tensor, temperature: float, top_p: float,
     mass, then a token within the block. Four passes over the vocabulary (max, exp, block
     sums) where torch.multinomial, which transformers' generate() calls, draws V exponentials
     a row, and a flat cumulative sum would add two more; tests/test_rollout.py checks the
-    frequencies against the exact distribution."""
+    frequencies against the exact distribution. `uniforms` [N, 1] in [0, 1): the draws to use
+    instead of the global RNG's."""
     x = logits.float()
     if temperature != 1.0:
         x = x / temperature
@@ -102,7 +119,7 @@ def sample_tokens(logits: Tensor, temperature: float, top_p: float,
     padded = kept if nb * block == v else torch.nn.functional.pad(kept, (0, nb * block - v))
     blocks = padded.view(n, nb, block)
     block_cdf = blocks.sum(-1).cumsum(-1)
-    u = torch.rand(n, 1, device=x.device) * block_cdf[:, -1:]
+    u = (torch.rand(n, 1, device=x.device) if uniforms is None else uniforms) * block_cdf[:, -1:]
     b = torch.searchsorted(block_cdf, u).clamp(max=nb - 1)
     below = torch.where(b > 0, block_cdf.gather(-1, (b - 1).clamp(min=0)), torch.zeros_like(u))
     inner = blocks[torch.arange(n, device=x.device), b[:, 0]].cumsum(-1)
@@ -155,13 +172,16 @@ def generate(
     top_p: float = 1.0,
     system_prompt: str | None = None,
     with_logprobs: bool = False,
+    draws: RowDraws | None = None,
 ) -> Rollout:
     """Sample `num_generations` completions per prompt (rows grouped by prompt).
 
     Each prompt is read once (its KV cache then repeated for its G rows), then one token per
     step for every row until every row has ended (EOS) or `max_new_tokens`: a plain decode
     loop over the model with a KV cache, without transformers' generate() and its per-step
-    overhead. Sampling uses the global torch RNG: seed it before the call for determinism.
+    overhead. Sampling uses the global torch RNG (seed it before the call for determinism),
+    or `draws`: this call's rows of a larger batch's draws, so that a batch split over
+    processes samples what one process would.
     `with_logprobs`: also keep each sampled token's log-prob under logits / temperature
     (equal to token_logprobs on the finished rollout up to float rounding, tested).
     """
@@ -189,7 +209,8 @@ def generate(
     done = torch.zeros(n, dtype=torch.bool, device=device)
     tokens, logps = [], []
     for step in range(max_new_tokens):
-        token, logp = sample_tokens(logits, temperature, top_p)
+        token, logp = sample_tokens(logits, temperature, top_p,
+                                    uniforms=draws.next(n, device) if draws else None)
         token = token.masked_fill(done, pad)  # a row that has ended only pads
         tokens.append(token)
         logps.append(logp)

@@ -1,13 +1,14 @@
 """The GRPO-family training loop (P-GRPO by default) on accelerate.
 
-One step: sample `prompts_per_step` prompts per process, G completions each,
-score them, gather rewards / prompt ids / group ids from every process, compute
+One step: sample `prompts_per_step` prompts (split over the processes), G completions
+each, score them, gather rewards / prompt ids / group ids from every process, compute
 advantages on the global batch (so every process holds the same P-GRPO group
 statistics), then `num_iterations` optimizer updates over the local batch in
 micro-batches with exact loss normalization (see pgrpo.core.loss).
 
     python -m pgrpo.train                                   # params.yaml `policy`
     accelerate launch -m pgrpo.train --params params.yaml   # several GPUs, same code
+    python -m pgrpo.orchestration.pipeline train_policy --algorithm grpo --set policy.num_processes=2
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pgrpo.core.models import load_policy
 from pgrpo.core.prompts import PromptSet, load_prompts, step_prompts
 from pgrpo.core.rewards import RewardFn, resolve_reward
 from pgrpo.core.logprobs import batched_logprobs, completion_logprobs, micro_batches
-from pgrpo.core.rollout import Rollout, derived_seed, eos_token_ids, generate
+from pgrpo.core.rollout import Rollout, RowDraws, derived_seed, eos_token_ids, generate
 from pgrpo.core.step_metrics import group_metrics, rollout_metrics
 from pgrpo.core.metric_log import JsonlLogger, MetricLogger, MultiLogger
 
@@ -118,6 +119,9 @@ class Trainer:
         self.cfg, self.output_dir = cfg, Path(output_dir)
         self.hooks = list(hooks or [])
         self.acc = _accelerator(_precision(cfg))
+        if cfg.prompts_per_step % self.acc.num_processes:
+            raise ValueError(f"policy.prompts_per_step={cfg.prompts_per_step} (the global batch) "
+                             f"does not split over {self.acc.num_processes} processes")
         torch.manual_seed(cfg.seed)
         if prompts is None:
             prompts = load_prompts(cfg.prompts, cfg.seed, cfg.groups, cfg.prompt_split)
@@ -185,17 +189,23 @@ class Trainer:
     # ------------------------------------------------------------------ one step
 
     def _rollout(self, step: int) -> tuple[PromptSet, Rollout]:
-        cfg, acc = self.cfg, self.acc
-        per_step = cfg.prompts_per_step
-        rows = step_prompts(step, self.prompts.group_ids, per_step * acc.num_processes, cfg.seed,
+        cfg, acc, g = self.cfg, self.acc, self.cfg.num_generations
+        # prompts_per_step is the global batch: each process samples its share, with the
+        # draws one process would give those rows (RowDraws), so N processes train on what
+        # 1 would, up to float rounding
+        per_process = cfg.prompts_per_step // acc.num_processes
+        start = acc.process_index * per_process
+        rows = step_prompts(step, self.prompts.group_ids, cfg.prompts_per_step, cfg.seed,
                             cfg.prompt_sampling)
-        batch = self.prompts.subset(rows[acc.process_index * per_step:(acc.process_index + 1) * per_step])
+        batch = self.prompts.subset(rows[start:start + per_process])
         torch.manual_seed(derived_seed(cfg.seed, step, acc.process_index))
+        draws = RowDraws(derived_seed(cfg.seed, step, 0), start * g, cfg.prompts_per_step * g,
+                         acc.device)
         with acc.autocast():
             rollout = generate(acc.unwrap_model(self.model), self.tokenizer, batch.prompts,
-                               cfg.num_generations, max_new_tokens=cfg.max_new_tokens,
+                               g, max_new_tokens=cfg.max_new_tokens,
                                temperature=cfg.temperature, top_p=cfg.top_p,
-                               system_prompt=cfg.system_prompt)
+                               system_prompt=cfg.system_prompt, draws=draws)
         return batch, rollout
 
     def _score(self, batch: PromptSet, rollout: Rollout) -> torch.Tensor:

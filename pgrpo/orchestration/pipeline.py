@@ -224,9 +224,7 @@ def _train_reward(cfgs, algorithm, track, **where) -> dict:
 
 def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
                   reports_dir: Path, loggers: list | None = None) -> dict:
-    from pgrpo.core.metric_log import MultiLogger
-    import pgrpo.stages.reward.training_rewards  # noqa: F401 - the judge / reward-model rewards
-    from pgrpo.core.trainer import train_policy
+    from pgrpo.orchestration.policy_training import train
 
     out = policy_root / algorithm
     extra = list(loggers or [])
@@ -239,16 +237,9 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
         if parent:  # the per-group curves where the chart view opens (parent_curves); a copy,
             # so at the end it waits less for a server that is down than the stage's own record
             extra.append(MlflowLogger(parent, flush_timeout=30, rename=parent_curves(algorithm)))
-    hooks = []
-    if cfg.judge_every:
-        from pgrpo.stages.evaluation.judge_curve import JudgeCurve
-        hooks.append(JudgeCurve.from_processed(
-            paths.PROCESSED, cfg.judge_every, cfg.judge_prompts_per_group,
-            cfg.judge_samples_per_prompt, cfg.max_new_tokens, temperature=cfg.temperature,
-            system_prompt=cfg.system_prompt, last_step=cfg.steps))
-    # a checkpoint is resumed only under the code that wrote it (and its config and inputs)
-    result = train_policy(cfg, out, logger=MultiLogger(*extra) if extra else None, hooks=hooks,
-                          fingerprint={"code": _code_hashes("train_policy")})
+    # here or on cfg.num_processes processes; a checkpoint is resumed only under the code
+    # that wrote it (and its config and inputs)
+    result = train(cfg, out, extra, fingerprint={"code": _code_hashes("train_policy")})
     if track:
         from pgrpo.core.metric_log import read_metrics
         from pgrpo.stages.evaluation.plots import plot_group_rewards
@@ -257,14 +248,13 @@ def _train_policy(cfg: PolicyConfig, algorithm: str, track, policy_root: Path,
         # A temp folder: the figure is for the MLflow run only, not a DVC output.
         with tempfile.TemporaryDirectory() as tmp:
             png = plot_group_rewards({algorithm: read_metrics(out / "metrics.jsonl")},
-                                     result.group_names, Path(tmp) / "group_rewards.png")
+                                     result["group_names"], Path(tmp) / "group_rewards.png")
             best_effort("the reward curves", lambda: log_figure(png))
         if track.log_models:
             from pgrpo.tracking.mlflow_models import log_policy
             best_effort(f"the policy {algorithm}", lambda: log_policy(
-                result.model_dir, algorithm, register=track.register_models))
-    return {"model_dir": str(result.model_dir), "step": result.step,
-            "group_names": list(result.group_names)}
+                Path(result["model_dir"]), algorithm, register=track.register_models))
+    return result
 
 
 def _evaluate(cfgs, algorithm, track, policy_root: Path, reports_dir: Path) -> dict:
