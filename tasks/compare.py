@@ -11,6 +11,9 @@ Retries as the pipeline's stages: once, on errors a second try can fix.
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -24,8 +27,34 @@ def _config(params_file: str, algorithms: list[str] | None, seeds: list[int]) ->
     return cmp.load_compare(params_file, seeds, algorithms)
 
 
+@contextlib.contextmanager
+def _under(parent_run: str | None):
+    """Stage runs attach to the comparison's MLflow run `parent_run` (given: a task on a Dask
+    worker, another process, maybe another machine), as under the flow's pipeline_run."""
+    if parent_run is None:
+        yield
+        return
+    from pgrpo.tracking.mlflow_tracking import PARENT_ENV
+
+    before = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = parent_run  # a Dask worker runs one task at a time (one thread)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = before
+
+
 @task(name="train_seed", task_run_name="train-{algorithm}-seed{seed}", **_RETRY)
-def train_seed(params_file: str, algorithms: list[str] | None, seed: int, algorithm: str) -> dict:
+def train_seed(params_file: str, algorithms: list[str] | None, seed: int, algorithm: str,
+               parent_run: str | None = None) -> dict:
+    with _under(parent_run):
+        return _train_seed(params_file, algorithms, seed, algorithm)
+
+
+def _train_seed(params_file: str, algorithms: list[str] | None, seed: int, algorithm: str) -> dict:
     cfg = _config(params_file, algorithms, [seed])
     if not in_prefect_run():
         return cmp.train_seed(params_file, cfg, seed, algorithm)
@@ -40,8 +69,10 @@ def train_seed(params_file: str, algorithms: list[str] | None, seed: int, algori
 
 
 @task(name="evaluate_seed", task_run_name="evaluate-seed{seed}", **_RETRY)
-def evaluate_seed(params_file: str, algorithms: list[str] | None, seed: int) -> dict:
-    return cmp.evaluate_seed(params_file, _config(params_file, algorithms, [seed]), seed)
+def evaluate_seed(params_file: str, algorithms: list[str] | None, seed: int,
+                  parent_run: str | None = None) -> dict:
+    with _under(parent_run):
+        return cmp.evaluate_seed(params_file, _config(params_file, algorithms, [seed]), seed)
 
 
 @task(name="summarize_comparison")

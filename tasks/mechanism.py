@@ -4,6 +4,8 @@
     results = run_grid.fn("ci", {"seeds": [0, 1]})            # the bare function
 
 No Prefect cache: the grid resumes by itself (a finished cell's result file is reused).
+On a Dask cluster (flows/mechanism.py, dask_address) the flow maps `base_policy` and `cell`
+over the grid instead of `run_grid`'s process pool.
 """
 
 from __future__ import annotations
@@ -14,13 +16,30 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from pgrpo.experiments import mechanism_run as run
-from pgrpo.experiments.mechanism_config import load_config
+from pgrpo.experiments.mechanism import Cell, run_cell
+from pgrpo.experiments.mechanism_config import MechanismConfig, load_config
+from pgrpo.experiments.mechanism_world import pretrain
 from tasks.stages import in_prefect_run
 
 
 @task(name="mechanism_grid")
 def run_grid(preset: str, overrides: dict) -> list[dict]:
     return run.run_grid(load_config(preset, overrides))
+
+
+# One task per base policy and per cell: the grid on a Dask cluster (flows/dask_runner.py),
+# each call as a process-pool worker makes it (one torch thread).
+
+@task(name="mechanism_base_policy", task_run_name="base-policy-tilt{tilt}")
+def base_policy(cfg: MechanismConfig, tilt: float) -> str:
+    run.one_thread()
+    return str(pretrain(cfg, tilt, Path(cfg.work_dir) / "policies"))
+
+
+@task(name="mechanism_cell", task_run_name="{cell.name}")
+def cell(cfg: MechanismConfig, cell: Cell, policy_dir: str) -> dict:
+    run.one_thread()
+    return run_cell(cfg, cell, policy_dir)
 
 
 @task(name="mechanism_report")

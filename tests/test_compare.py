@@ -327,3 +327,42 @@ def test_compare_flow_runs_each_seed_and_algorithm_as_a_task(tiny_pipeline):
     assert {"train-grpo-seed0", "train-pgrpo-seed1", "evaluate-seed0", "evaluate-seed1"} <= runs
     assert {"pgrpo-comparison", "pgrpo-comparison-claims"} <= artifacts
     assert (Path("reports/compare/report.md")).is_file()
+
+
+@pytest.mark.slow  # ~2 min on 2 cores: the temporary Prefect server, a Dask cluster, 8 trainings
+def test_compare_flow_on_a_local_dask_cluster_matches_the_sequential_run(tiny_pipeline):
+    """dask_address='local': a Dask scheduler and two worker processes train and evaluate the
+    seeds as Prefect tasks; every seed's evaluation equals the one-by-one run's, given the
+    same torch threads per training (a Dask worker runs one thread)."""
+    pytest.importorskip("prefect_dask")
+    import shutil
+
+    import torch
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.compare import compare
+    from pgrpo.experiments.compare import main, seed_dirs
+
+    def evaluations():
+        out = {}
+        for s in (0, 1):
+            m = json.loads((seed_dirs(s)[1] / "metrics.json").read_text())
+            out[s] = {k: v for k, v in m.items() if "time" not in k and "seconds" not in k}
+        return out
+
+    with prefect_test_harness(), temporary_settings(
+            {PREFECT_LOCAL_STORAGE_PATH: tiny_pipeline / "results"}):
+        state = compare(params_file="params.yaml", seeds=[0, 1], dask_address="local",
+                        dask_workers=2, return_state=True)
+        assert state.is_completed(), state.message
+    on_dask = evaluations()
+    shutil.rmtree("models/compare")
+    shutil.rmtree("reports/compare")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["--params", "params.yaml"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert on_dask == evaluations()

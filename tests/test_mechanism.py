@@ -3,6 +3,8 @@ hand computations, the summary against a scipy reference, and a tiny grid end to
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,3 +249,36 @@ def test_ci_preset_runs_as_the_real_prefect_flow(tmp_path, monkeypatch):
     verdicts = {c["verdict"] for b in summary["blocks"] for c in b["claims"]}
     assert verdicts <= {"supported", "refuted", "unresolved"}
     assert (tmp_path / "outputs/mechanism_ci/report/report.md").is_file()
+
+
+def test_grid_on_a_local_dask_cluster_matches_the_process_pool(tmp_path, monkeypatch):
+    """dask_address='local': a real Dask scheduler and two worker processes run the cells as
+    Prefect tasks (DaskTaskRunner); every cell's result equals the process pool's."""
+    pytest.importorskip("prefect_dask")
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.mechanism import mechanism
+    from pgrpo.experiments.mechanism_config import load_config
+    from pgrpo.experiments.mechanism_run import run_grid
+
+    grid = {"seeds": [0, 1], "estimators": ["grpo", "pgrpo"], "optimizers": ["adamw"],
+            "conditions": ["clean"], "steps": 2, "workers": 2}
+    (tmp_path / "dask").mkdir()
+    (tmp_path / "pool").mkdir()
+    monkeypatch.chdir(tmp_path / "dask")  # the preset's work and report folders are relative
+    with prefect_test_harness():
+        summary = mechanism(preset="ci", dask_address="local", **grid)
+    assert summary["n_cells"] == summary["expected_cells"] == 4
+    monkeypatch.chdir(tmp_path / "pool")
+    policies = Path("outputs/mechanism_ci/policies")  # the same base policies, not made twice
+    shutil.copytree(tmp_path / "dask" / policies, policies)
+    pooled = run_grid(load_config("ci", grid), log=lambda *_: None)
+
+    def cell_results(root):
+        files = sorted((root / "outputs/mechanism_ci/cells").rglob("*.json"))
+        return {f.relative_to(root): {k: v for k, v in json.loads(f.read_text()).items()
+                                      if k != "seconds"} for f in files}
+
+    on_dask = cell_results(tmp_path / "dask")
+    assert len(on_dask) == len(pooled) == 4
+    assert on_dask == cell_results(tmp_path / "pool")

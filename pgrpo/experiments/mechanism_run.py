@@ -18,15 +18,24 @@ from pathlib import Path
 
 import yaml
 
-from pgrpo.experiments.mechanism import cached_result, calibrate, cells, run_cell
+from pgrpo.experiments.mechanism import Cell, cached_result, calibrate, cells, run_cell
 from pgrpo.experiments.mechanism_config import CONFIG_DIR, PRESETS, MechanismConfig, load_config
 from pgrpo.experiments.mechanism_world import pretrain
 
 
-def _worker_init() -> None:
+def one_thread() -> None:
+    """A cell's torch on one core: cells run side by side, one per core, and a cell's
+    numbers depend on its thread count (float summation order)."""
     import torch
 
     torch.set_num_threads(1)
+
+
+def todo_cells(cfg: MechanismConfig) -> tuple[list[Cell], dict[Cell, dict | None]]:
+    """The grid's cells not finished yet, and every cell's cached result (None if none)."""
+    grid = cells(cfg)
+    results = {c: cached_result(cfg, c) for c in grid}
+    return [c for c in grid if results[c] is None], results
 
 
 def run_grid(cfg: MechanismConfig, log=print) -> list[dict]:
@@ -39,8 +48,7 @@ def run_grid(cfg: MechanismConfig, log=print) -> list[dict]:
 
     t0 = time.perf_counter()
     grid = cells(cfg)
-    results = {c: cached_result(cfg, c) for c in grid}
-    todo = [c for c in grid if results[c] is None]
+    todo, results = todo_cells(cfg)
     log(f"{len(grid)} cells, {len(grid) - len(todo)} finished before, {len(todo)} to run "
         f"in {cfg.workers} processes")
     policy_root = Path(cfg.work_dir) / "policies"
@@ -54,7 +62,7 @@ def run_grid(cfg: MechanismConfig, log=print) -> list[dict]:
             bar.update(1)
     else:
         ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-        with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=one_thread) as pool:
             policies = dict(zip(tilts, pool.map(pretrain, [cfg] * len(tilts), tilts,
                                                 [policy_root] * len(tilts))))
             for folder in policies.values():  # once per policy, before cells read it
