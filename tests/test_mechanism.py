@@ -252,27 +252,32 @@ def test_ci_preset_runs_as_the_real_prefect_flow(tmp_path, monkeypatch):
 
 
 def test_grid_on_a_local_dask_cluster_matches_the_process_pool(tmp_path, monkeypatch):
-    """dask_address='local': a real Dask scheduler and two worker processes run the cells as
-    Prefect tasks (DaskTaskRunner); every cell's result equals the process pool's."""
+    """The cells as Prefect tasks on a real Dask scheduler and two worker processes
+    (DaskTaskRunner, the mechanism flow's dask_address='local'): every cell's result equals
+    the process pool's."""
     pytest.importorskip("prefect_dask")
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.mechanism import mechanism
+    from flows.dask_runner import dask_task_runner
+    from flows.mechanism import _cells_on_dask
     from pgrpo.experiments.mechanism_config import load_config
     from pgrpo.experiments.mechanism_run import run_grid
 
-    grid = {"seeds": [0, 1], "estimators": ["grpo", "pgrpo"], "optimizers": ["adamw"],
-            "conditions": ["clean"], "steps": 2, "workers": 2}
+    tiny = {"tilts": [0.8], "conditions": ["offset"], "estimators": ["grpo", "pgrpo"],
+            "seeds": [0, 1], "optimizers": ["adamw"], "sft_examples": 60, "sft_epochs": 1,
+            "train_users": 8, "eval_prompts_per_group": 1, "eval_generations": 2, "steps": 2,
+            "eval_every": 1, "prompts_per_step": 2, "max_new_tokens": 12, "hidden_size": 32,
+            "workers": 2}
     (tmp_path / "dask").mkdir()
     (tmp_path / "pool").mkdir()
-    monkeypatch.chdir(tmp_path / "dask")  # the preset's work and report folders are relative
+    monkeypatch.chdir(tmp_path / "dask")  # the preset's work folder is relative
     with prefect_test_harness():
-        summary = mechanism(preset="ci", dask_address="local", **grid)
-    assert summary["n_cells"] == summary["expected_cells"] == 4
+        ran = _cells_on_dask.with_options(task_runner=dask_task_runner("local", 2))("ci", tiny)
+    assert ran == 4
     monkeypatch.chdir(tmp_path / "pool")
-    policies = Path("outputs/mechanism_ci/policies")  # the same base policies, not made twice
+    policies = Path("outputs/mechanism_ci/policies")  # the same base policy, not made twice
     shutil.copytree(tmp_path / "dask" / policies, policies)
-    pooled = run_grid(load_config("ci", grid), log=lambda *_: None)
+    pooled = run_grid(load_config("ci", tiny), log=lambda *_: None)
 
     def cell_results(root):
         files = sorted((root / "outputs/mechanism_ci/cells").rglob("*.json"))
