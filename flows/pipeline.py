@@ -26,6 +26,7 @@ DVC and Prefect never disagree:
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,11 @@ Overrides = Annotated[list[str] | None, Field(description=(
     "applied after the knobs above"))]
 RunName = Annotated[str | None, Field(description=(
     "name of the MLflow parent run; empty = \"prefect-\" + this flow run's name"))]
+DvcSync = Annotated[bool, Field(description=(
+    "for a run in its own checkout (a work-pool deployment, flows/workpool.py): the knobs go "
+    "into its params.yaml, `dvc pull` fetches what its dvc.lock lists and the DVC remote holds "
+    "(stages then up to date are not run), and the run is saved as a DVC experiment and "
+    "pushed: dvc.lock to the git origin, outputs to the DVC remote"))]
 
 
 class PipelineParams(BaseModel):
@@ -85,6 +91,7 @@ class PipelineParams(BaseModel):
     refresh_cache: RefreshCache = False
     overrides: Overrides = None
     run_name: RunName = None
+    dvc_sync: DvcSync = False
 
     def effective(self) -> dict[str, Any]:
         """The params file with the knobs applied; a clear error for an unknown algorithm."""
@@ -160,6 +167,43 @@ def dvc_commit_wanted(params_file: str, overridden: bool) -> tuple[bool, str]:
     return True, "each stage recorded with dvc commit"
 
 
+def own_checkout(p: PipelineParams, log) -> PipelineParams:
+    """dvc_sync: this working copy is the run's own, so its knobs become its params.yaml (DVC
+    then records them, and `dvc exp save` keeps them) and its inputs come from the remote."""
+    from pgrpo.core.config import write_params
+
+    if not is_dvc_repo():
+        raise ValueError(f"dvc_sync: {Path.cwd()} is not a DVC repo (dvc.yaml and .dvc/)")
+    if Path(p.params_file) != Path("params.yaml"):
+        raise ValueError(f"dvc_sync runs on params.yaml, what dvc.yaml describes, not "
+                         f"{p.params_file}: give its knobs as overrides")
+    effective = p.effective()
+    if effective != read_params("params.yaml"):
+        write_params(effective, "params.yaml")
+    pulled = _dvc("pull", "--allow-missing").strip().splitlines()
+    log.info("dvc pull: %s", pulled[-1] if pulled else "nothing to fetch")
+    return p.model_copy(update={k: None for k in ("algorithms", "estimators", "steps", "lr",
+                                                   "group_method", "seed", "overrides")})
+
+
+def dvc_up_to_date(stage: str, algorithm: str | None, names: set[str]) -> bool:
+    target = f"{stage}@{algorithm}" if algorithm and f"{stage}@{algorithm}" in names else stage
+    return target in names and json.loads(_dvc("status", "--json", target) or "{}") == {}
+
+
+def push_experiment(name: str) -> str:
+    """Save this checkout's run as DVC experiment `name` and push it: its commit (params.yaml,
+    dvc.lock) to the git remote `origin`, its outputs to the default DVC remote."""
+    # what DVC leaves to git (cache: false metrics, plots, figures) is new and untracked in
+    # this checkout; everything else it wrote is cached and git-ignored
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"],
+                               capture_output=True, text=True, check=True).stdout.split()
+    _dvc("exp", "save", "-f", "-n", name, *[a for f in untracked for a in ("-I", f)])
+    _dvc("exp", "push", "origin", name)
+    return (f"saved and pushed as DVC experiment {name!r}: dvc exp pull origin {name} && "
+            f"dvc exp apply {name} && dvc pull")
+
+
 def dvc_stage_names() -> set[str]:
     return set(_dvc("stage", "list", "--name-only").split())
 
@@ -178,7 +222,8 @@ def dvc_commit(stage: str, algorithm: str | None, names: set[str]) -> str | None
 def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = None,
              estimators: Estimators = None, steps: Steps = None, lr: LearningRate = None, group_method: GroupMethod = None,
              seed: Seed = None, refresh_cache: RefreshCache = False,
-             overrides: Overrides = None, run_name: RunName = None) -> dict[str, Any]:
+             overrides: Overrides = None, run_name: RunName = None,
+             dvc_sync: DvcSync = False) -> dict[str, Any]:
     """P-GRPO pipeline: prepare, assign_groups, train_reward, train_policy per algorithm, evaluate.
 
     Knobs left empty keep the params file's values. With any override the stages run
@@ -194,7 +239,9 @@ def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = N
     p = PipelineParams(params_file=params_file, algorithms=algorithms, estimators=estimators,
                        steps=steps, lr=lr,
                        group_method=group_method, seed=seed, refresh_cache=refresh_cache,
-                       overrides=overrides, run_name=run_name)
+                       overrides=overrides, run_name=run_name, dvc_sync=dvc_sync)
+    if p.dvc_sync:
+        p = own_checkout(p, log)
     path, overridden = effective_params_file(p)
     try:
         algs = check_params(path)
@@ -212,6 +259,10 @@ def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = N
         with run_lock(PIPELINE_LOCK, f"prefect flow run {flow_run.get_name()}", lock_wait()), \
                 pipeline_run(track, path, p.run_name or f"prefect-{flow_run.get_name()}"):
             for stage, alg in registry.plan(algs):
+                if p.dvc_sync and names is not None and dvc_up_to_date(stage, alg, names):
+                    log.info("%s%s: up to date with what dvc pull fetched, not run", stage,
+                             f"@{alg}" if alg else "")
+                    continue
                 t = getattr(stages, stage)
                 # Outputs deleted or rewritten since the cached run: run it again.
                 if p.refresh_cache or not stages.cache_usable(stage, path, alg):
@@ -222,6 +273,8 @@ def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = N
                 if names is not None and not dvc_commit(stage, alg, names):
                     log.warning("dvc.yaml has no stage %s%s: not recorded in DVC", stage,
                                 f"@{alg}" if alg else "")
+        if p.dvc_sync:
+            log.info("%s", push_experiment(flow_run.get_name()))
         return results
     finally:
         if overridden:
