@@ -1,7 +1,7 @@
 """The train_policy stage's training, in this process or on `policy.num_processes` processes.
 
     python -m pgrpo.orchestration.pipeline train_policy --algorithm grpo --set policy.num_processes=2
-    dvc repro -S policy.num_processes=2 train_policy@grpo       # the same knob through DVC
+    dvc exp run -S policy.num_processes=2 train_policy@grpo     # the same knob through DVC
 
 With `num_processes` > 1 the stage launches `accelerate launch --multi_gpu --num_processes N`
 (one process per GPU; on a machine without one, N CPU processes that talk over gloo, each
