@@ -87,6 +87,7 @@ def main() -> int:
 
     from flows.workpool import deploy, ensure_pool, head_commit
     from pgrpo import NO_TELEMETRY
+    from pgrpo.tracking.team_stack import server_command
 
     root = Path(tempfile.mkdtemp(prefix="pgrpo-workpool-bench-"))
     env = {**os.environ, **NO_TELEMETRY, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -96,10 +97,7 @@ def main() -> int:
     repo = make_repo(root, env)
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        server_command(port, f"sqlite:///{root / 'mlflow.db'}", root / "artifacts"), cwd=root, env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

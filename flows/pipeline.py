@@ -167,9 +167,10 @@ def dvc_commit_wanted(params_file: str, overridden: bool) -> tuple[bool, str]:
     return True, "each stage recorded with dvc commit"
 
 
-def own_checkout(p: PipelineParams, log) -> PipelineParams:
+def own_checkout(p: PipelineParams, log) -> None:
     """dvc_sync: this working copy is the run's own, so its knobs become its params.yaml (DVC
-    then records them, and `dvc exp save` keeps them) and its inputs come from the remote."""
+    then records them, and `dvc exp save` keeps them) and its inputs come from the remote.
+    The knobs, applied again to that params.yaml, change nothing: the run is not overridden."""
     from pgrpo.core.config import write_params
 
     if not is_dvc_repo():
@@ -182,8 +183,6 @@ def own_checkout(p: PipelineParams, log) -> PipelineParams:
         write_params(effective, "params.yaml")
     pulled = _dvc("pull", "--allow-missing").strip().splitlines()
     log.info("dvc pull: %s", pulled[-1] if pulled else "nothing to fetch")
-    return p.model_copy(update={k: None for k in ("algorithms", "estimators", "steps", "lr",
-                                                   "group_method", "seed", "overrides")})
 
 
 def dvc_up_to_date(stage: str, algorithm: str | None, names: set[str]) -> bool:
@@ -241,7 +240,7 @@ def pipeline(params_file: ParamsFile = "params.yaml", algorithms: Algorithms = N
                        group_method=group_method, seed=seed, refresh_cache=refresh_cache,
                        overrides=overrides, run_name=run_name, dvc_sync=dvc_sync)
     if p.dvc_sync:
-        p = own_checkout(p, log)
+        own_checkout(p, log)
     path, overridden = effective_params_file(p)
     try:
         algs = check_params(path)
