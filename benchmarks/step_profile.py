@@ -24,7 +24,10 @@ The floor of each phase is what the work needs at least, not what the code does:
   per group of samples); learned reward: counted; neutral text: its forward; judge and the
   reward-signal check: no matrix work (their floor is 0: the time shown is what they cost).
 `x floor` = seconds / floor seconds. The last lines are `train_step_x_floor=<x>` and
-`eval_policy_x_floor=<x>`: the whole step's and the whole evaluation's multiple.
+`eval_policy_x_floor=<x>`: the whole step's and the whole evaluation's multiple. With the
+evaluation profiled, `train_and_eval_floor_min` and `comparison_seed_floor_min` add the phase
+floors up to the default run's train_policy + evaluate stages and to one comparison seed
+(the base's evaluation cached): the least any code could take for that work at this rate.
 
 `--baseline` also profiles the step as it ran before the shared-prompt forward and the
 decode loop (transformers' generate() with torch.multinomial, one forward per completion;
@@ -46,7 +49,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from pgrpo.core.config import load_section, policy_config  # noqa: E402
+from pgrpo.core.config import load_section, policy_config, read_params  # noqa: E402
 import pgrpo.stages.reward.training_rewards  # noqa: E402,F401 - the reward-model and judge rewards
 
 
@@ -197,8 +200,9 @@ def baseline_paths():
 
 # --------------------------------------------------------------------------- the training step
 
-def profile_step(cfg, steps: int, gflops: float, gbytes: float, label: str = "") -> tuple[float, float]:
-    """Prints the step's table; returns (step seconds, multiple of the floor)."""
+def profile_step(cfg, steps: int, gflops: float, gbytes: float,
+                 label: str = "") -> tuple[float, float, float]:
+    """Prints the step's table; returns (step seconds, multiple of the floor, floor seconds)."""
     from pgrpo.core.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as out:
@@ -248,12 +252,15 @@ def profile_step(cfg, steps: int, gflops: float, gbytes: float, label: str = "")
                        f"micro-batch {cfg.micro_batch_size}, beta {cfg.beta}, loss {cfg.loss_agg})", table)
     print(f"\nstep_time_s={step_time:.2f} completion_tokens_per_s={tokens / step_time:.1f} "
           f"steps_per_hour={3600 / step_time:.0f}")
-    return step_time, mult
+    return step_time, mult, sum(t[3] for t in table)
 
 
 # --------------------------------------------------------------------------- one policy's evaluation
 
-def profile_eval(eval_cfg, policy, per_group: int, gflops: float) -> float | None:
+def profile_eval(eval_cfg, policy, per_group: int,
+                 gflops: float) -> tuple[float, dict[str, float]] | None:
+    """Prints one policy's evaluation table; returns (its multiple of the floor, each phase's
+    floor seconds)."""
     from pgrpo.core import paths
     from pgrpo.core.io import read_table
     from pgrpo.core.models import load_policy
@@ -307,9 +314,35 @@ def profile_eval(eval_cfg, policy, per_group: int, gflops: float) -> float | Non
             "learned reward": counted_flops(lambda: reward_fn(texts, completions, group_ids, None)),
             "neutral text": neutral_tokens * (flops.body + flops.head), "reward-signal check": 0.0}
     table = [(k, timed[k], work[k] / 1e9, work[k] / 1e9 / gflops) for k in timed]
-    return print_table(f"Evaluation of one policy ({len(prompts)} test prompts x {g} samples, "
-                       f"{sum(len(c.split()) for c in completions) / len(completions):.1f} words a "
-                       f"sample; the full stage: base + each policy, and validation prompts)", table)
+    mult = print_table(f"Evaluation of one policy ({len(prompts)} test prompts x {g} samples, "
+                f"{sum(len(c.split()) for c in completions) / len(completions):.1f} words a "
+                f"sample; the full stage: base + each policy, and validation prompts)", table)
+    return mult, {name: floor for name, _, _, floor in table}
+
+
+def run_floors(cfg, eval_cfg, n_algorithms: int, step_floor: float, eval_floor: dict[str, float],
+               per_group: int) -> None:
+    """The floor of the default's training and evaluation stages (and of a comparison seed),
+    from this run's step and evaluation floors: what no code can go below at this matmul
+    rate. The profiled evaluation is scaled to the stage's size: the test phases by
+    prompts_per_group / per_group, the validation sampling by its share of samples."""
+    test = eval_cfg.prompts_per_group / per_group
+    val = (eval_cfg.val_prompts_per_group * eval_cfg.val_samples_per_prompt
+           / (eval_cfg.prompts_per_group * eval_cfg.samples_per_prompt))
+    sampling = eval_floor["sampling"] * test
+    base = sampling + (eval_floor["learned reward"] + eval_floor["neutral text"]) * test
+    policy = sum(eval_floor.values()) * test
+    validation = sampling * val  # every policy's and the base's validation samples
+    training = n_algorithms * cfg.steps * step_floor
+    evaluation = base + n_algorithms * policy + (n_algorithms + 1) * validation
+    seed = training + n_algorithms * (policy + validation)  # the base's evaluation is cached
+    print(f"\nFloors at this run's matmul rate ({n_algorithms} algorithms x {cfg.steps} steps; "
+          f"evaluation scaled to {eval_cfg.prompts_per_group} test prompts a group):")
+    print(f"  training {training / 60:.1f} min, evaluation {evaluation / 60:.1f} min "
+          f"(base {base:.0f} s, each policy {policy:.0f} s, validation sampling {validation:.0f} s "
+          f"a policy)")
+    print(f"train_and_eval_floor_min={(training + evaluation) / 60:.2f}")
+    print(f"comparison_seed_floor_min={seed / 60:.2f}")
 
 
 def profile_decode(cfg, batches: list[int], gflops: float) -> None:
@@ -365,23 +398,27 @@ def main() -> None:
           f"copy_bandwidth={gbytes:.1f} GB/s model={cfg.model}")
     if args.decode_batches:
         return profile_decode(cfg, [int(b) for b in args.decode_batches.split(",")], gflops)
-    step_time, step_mult = profile_step(cfg, args.steps, gflops, gbytes)
+    step_time, step_mult, step_floor = profile_step(cfg, args.steps, gflops, gbytes)
     before = None
     if args.baseline:
         with baseline_paths():
             before = profile_step(cfg, args.steps, gflops, gbytes,
                                   " as before (generate(), one forward per completion)")
-    eval_mult = None
+    evaluated = None
     if not args.no_eval:
         from pgrpo.stages.evaluation.eval_config import EvalConfig
         eval_cfg = load_section(args.params, "evaluate", EvalConfig)
-        eval_mult = profile_eval(eval_cfg, cfg, args.eval_prompts_per_group, gflops)
+        evaluated = profile_eval(eval_cfg, cfg, args.eval_prompts_per_group, gflops)
+        if evaluated:
+            run_floors(policy_config(args.params, args.algorithm), eval_cfg,
+                       len(read_params(args.params).get("algorithms") or {}) or 1, step_floor,
+                       evaluated[1], args.eval_prompts_per_group)
     if before:
         print(f"\nbaseline_step_x_floor={before[1]:.2f}")
         print(f"step_time_ratio_vs_baseline={step_time / before[0]:.3f}")
     print(f"\ntrain_step_x_floor={step_mult:.2f}")
-    if eval_mult is not None:
-        print(f"eval_policy_x_floor={eval_mult:.2f}")
+    if evaluated:
+        print(f"eval_policy_x_floor={evaluated[0]:.2f}")
 
 
 if __name__ == "__main__":
