@@ -6,7 +6,7 @@
 #   python -m flows.workpool --pool pgrpo-docker --image pgrpo:<tag> --tracking_uri http://mlflow:5000
 #   prefect worker start --pool pgrpo-docker
 # Not built or run on the project's machines (they have no Docker daemon); the process pool
-# path is the tested one (tests/test_workpool.py).
+# path is the tested one (tests/orchestration/test_workpool.py).
 FROM python:3.11-slim
 
 RUN apt-get update && apt-get install -y --no-install-recommends git make \

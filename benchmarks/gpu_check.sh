@@ -17,8 +17,8 @@ print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torc
       torch.cuda.get_device_name(0), "bf16", torch.cuda.is_bf16_supported())
 PY
 echo "== trainer, rollout, loss and advantage tests on the GPU (precision auto = bf16)"
-timeout 240 python -m pytest -q -p no:cacheprovider tests/test_trainer.py tests/test_rollout.py \
-    tests/test_loss.py tests/test_advantages.py 2>&1 | tail -8
+timeout 240 python -m pytest -q -p no:cacheprovider tests/core/test_trainer.py tests/core/test_rollout.py \
+    tests/core/test_loss.py tests/core/test_advantages.py 2>&1 | tail -8
 echo "== speed: SmolLM2-135M architecture, fixed config (4 prompts x G=8, 48 tokens)"
 timeout 150 python benchmarks/trainer_speed.py --random_init_from .gpu_vendor/smollm2-config --steps 4 2>&1 \
     | grep -v Warning | tail -9

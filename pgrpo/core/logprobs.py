@@ -167,7 +167,7 @@ def shared_prompt_logprobs(model, input_ids: Tensor, attention_mask: Tensor, pro
     """token_logprobs (pgrpo.core.rollout) of rows that come in groups of `num_generations`
     sharing their prompt, each group forwarded as one packed row: [N, C] log-probs (and
     entropies) of the completion tokens, equal to the plain computation within float
-    rounding (tests/test_shared_prompt.py)."""
+    rounding (tests/core/test_shared_prompt.py)."""
     g, p = num_generations, prompt_len
     n, total = input_ids.shape
     if n % g:
@@ -184,7 +184,7 @@ def shared_prompt_logprobs(model, input_ids: Tensor, attention_mask: Tensor, pro
     # an accumulating scatter with repeated indices, whose CPU kernel adds in a thread-dependent
     # order (the gradients then differ across processes in the last bits). So it is kept once,
     # the other positions are all distinct, and the G copies are an expand, whose backward is an
-    # ordinary sum: the same numbers, bit for bit from run to run (tests/test_shared_prompt.py).
+    # ordinary sum: the same numbers, bit for bit from run to run (tests/core/test_shared_prompt.py).
     distinct = torch.cat([logit_pos[:1], logit_pos.view(g, c)[:, 1:].flatten()])
     logits = model(input_ids=packed, attention_mask=_attention_mask(model, allowed),
                    position_ids=position_ids, logits_to_keep=distinct, use_cache=False).logits

@@ -99,7 +99,7 @@ def sample_tokens(logits: Tensor, temperature: float, top_p: float,
     levels: the row's probability mass in blocks of `block` tokens, a block drawn by its
     mass, then a token within the block. Four passes over the vocabulary (max, exp, block
     sums) where torch.multinomial, which transformers' generate() calls, draws V exponentials
-    a row, and a flat cumulative sum would add two more; tests/test_rollout.py checks the
+    a row, and a flat cumulative sum would add two more; tests/core/test_rollout.py checks the
     frequencies against the exact distribution. `uniforms` [N, 1] in [0, 1): the draws to use
     instead of the global RNG's."""
     x = logits.float()

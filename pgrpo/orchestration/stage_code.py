@@ -4,7 +4,7 @@ Computed, not listed, from the source (lazy imports inside functions included):
 `pgrpo.orchestration.pipeline`'s module-level imports, the stage's branch of `stage_configs`, its
 runner, then every `pgrpo` import of those modules, transitively. Imports under
 `if track` only record to MLflow, which changes no output, and are left out (as is the
-`tracking` params section). Two readers: tests/test_stage_registry.py checks dvc.yaml's
+`tracking` params section). Two readers: tests/stages/test_stage_registry.py checks dvc.yaml's
 deps against it, and pgrpo.orchestration.stage_key hashes it into the key of a stage's result (the
 Prefect tasks' cache, a comparison's evaluations), so no cache can serve a result the
 current code did not produce.

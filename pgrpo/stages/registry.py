@@ -6,7 +6,7 @@
     before("train_policy")              # ['prepare', 'assign_groups', 'train_reward']
     writer_of("models/reward")          # 'train_reward'
 
-Who reads it: dvc.yaml must say the same (tests/test_stage_registry.py compares params,
+Who reads it: dvc.yaml must say the same (tests/stages/test_stage_registry.py compares params,
 data deps and outputs, stage by stage); pgrpo.orchestration.pipeline takes the stage names from it;
 the Prefect tasks (tasks/stages.py) take the params and inputs of their cache key and
 the outputs they check from it, and their artifact descriptions; both flows run `plan`;

@@ -34,7 +34,7 @@ def parent_curves(algorithm: str) -> Callable[[str], str | None]:
     """`rename` for a copy of a training run's per-group rewards on its pipeline (parent)
     run: train/reward/<group> -> train/<algorithm>/reward/<group>, everything else dropped.
     MLflow's chart view opens on the parent with its children collapsed, so without these
-    a new user sees no chart at all (tests/test_browser_ui.py)."""
+    a new user sees no chart at all (tests/orchestration/test_browser_ui.py)."""
     def rename(name: str) -> str | None:
         head = "train/reward/"
         return f"train/{algorithm}/reward/{name[len(head):]}" if name.startswith(head) else None

@@ -2,7 +2,7 @@
 PostgreSQL) as MLflow's database, behind `mlflow server` with proxied artifact storage,
 so that every run, metric, logged model, registry version and alias lives on a server
 that several people and machines record to. `scripts/ui.sh start` runs it when
-PGRPO_TRACKING=postgres; tests/test_team_tracking.py starts it the same way.
+PGRPO_TRACKING=postgres; tests/tracking/test_team_tracking.py starts it the same way.
 
     python -m pgrpo.tracking.team_stack start --dir .run/pg --port 5433   # prints the database URI
     python -m pgrpo.tracking.team_stack server --backend <that URI> --artifacts .run/mlartifacts

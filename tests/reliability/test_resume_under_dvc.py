@@ -18,7 +18,7 @@ import yaml
 
 from pgrpo.core.config import read_params
 from pgrpo.core.metric_log import read_metrics
-from tests.test_dvc_pipeline import _run, _smoke_repo
+from tests.orchestration.test_dvc_pipeline import _run, _smoke_repo
 
 STEPS, EVERY = 12, 3
 DROP = ("perf/", "train/completion_tokens")  # timings differ between any two runs

@@ -9,7 +9,7 @@ are there once, as in a run that was never interrupted.
 
 from __future__ import annotations
 
-from tests.test_flows import TINY, write_params  # sets Prefect's test environment first
+from tests.orchestration.test_flows import TINY, write_params  # sets Prefect's test environment first
 
 from pgrpo.core.config import merge_params
 from pgrpo.orchestration.pipeline import run_stage

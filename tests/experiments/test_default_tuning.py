@@ -1,9 +1,9 @@
 """benchmarks/default_tuning/tune.py: the rule that picks the default, and a real tiny run.
 
-    python -m pytest -q tests/test_default_tuning.py
+    python -m pytest -q tests/experiments/test_default_tuning.py
 
 The rule's cases are made by hand; the run trains tiny random models on the tiny pipeline
-of tests/test_compare.py, so its numbers mean nothing: it checks what a row records.
+of tests/experiments/test_compare.py, so its numbers mean nothing: it checks what a row records.
 """
 
 import importlib.util
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from test_compare import tiny_pipeline  # noqa: F401 - the fixture
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("tune", REPO / "benchmarks/default_tuning/tune.py")
 tune = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(tune)

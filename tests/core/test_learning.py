@@ -8,7 +8,7 @@ and the trainer push the policy towards what its users want. It has teeth, shown
 the same run with the advantage's sign flipped fails the learning check, and a run whose
 group statistics stop updating fails the statistics check.
 
-    .venv/bin/python -m pytest -q tests/test_learning.py      # ~2 min on 2 cores
+    .venv/bin/python -m pytest -q tests/core/test_learning.py      # ~2 min on 2 cores
 
 Measured when this was written (4 seeds, lr 2e-3, 30 steps, judge gain end - start):
 GRPO +0.27..+0.55 (mean +0.37), P-GRPO +0.15..+0.39 (mean +0.29).

@@ -1,6 +1,6 @@
 """The evaluate stage end to end on tiny data, and the judge (pgrpo.stages.evaluation.evaluate, pgrpo.stages.evaluation.judge).
 
-    .venv/bin/python -m pytest -q tests/test_evaluate.py
+    .venv/bin/python -m pytest -q tests/stages/test_evaluate.py
 
 One module fixture runs the real pipeline once: prepare (synthetic, 30 users, 3 personas)
 -> assign_groups (label) -> train_reward (tiny random BERT, 1 epoch) -> train_policy for

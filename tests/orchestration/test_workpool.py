@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.test_tracking_outage import _free_port, _start_server, _stop_server
-from tests.test_dvc_pipeline import _run, _smoke_repo
+from tests.orchestration.test_dvc_pipeline import _run, _smoke_repo
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow  # ~5 min on 2 cores: two smoke pipelines at once, servers and a worker

@@ -69,7 +69,7 @@ def test_train_policy_stage_on_two_processes_trains_as_one_resumes_and_records_o
 
     from pgrpo.core.config import read_params
     from pgrpo.core.metric_log import read_metrics
-    from tests.test_dvc_pipeline import _run, _smoke_repo
+    from tests.orchestration.test_dvc_pipeline import _run, _smoke_repo
 
     repo, env = _smoke_repo(tmp_path)
     params = read_params(repo / "params.yaml")

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats
-from test_mlflow_tracking import empty_db, store  # noqa: F401  (fixtures: a fresh sqlite store)
 
 from pgrpo.stages.data.personas import utility
 from pgrpo.experiments.mechanism import ConditionReward, cells
@@ -214,7 +213,7 @@ def test_grpo_ignores_a_per_prompt_offset(tmp_path):
     assert summary["grpo_offset_invariant"] == [2, 2]
 
 
-def test_cells_are_logged_to_mlflow_one_run_each(store, tmp_path):  # noqa: F811
+def test_cells_are_logged_to_mlflow_one_run_each(store, tmp_path):
     """Tracking (off by default): a parent run and one child per cell, tagged and with curves."""
     from pgrpo.experiments.mechanism_run import log_to_mlflow
 

@@ -1,6 +1,6 @@
 """MLflow tracking (pgrpo.tracking.mlflow_tracking, pgrpo.tracking.mlflow_models) against a real SQLite store.
 
-    .venv/bin/python -m pytest -q tests/test_mlflow_tracking.py
+    .venv/bin/python -m pytest -q tests/tracking/test_mlflow_tracking.py
 
 Every test gets its own store (sqlite in tmp_path via $MLFLOW_TRACKING_URI) and works
 in tmp_path. One test runs a real `dvc repro` of two stage processes in a temp git
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -34,37 +33,6 @@ from pgrpo.tracking.mlflow_logger import MlflowLogger
 from pgrpo.tracking.provenance import dvc_tags
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
-
-
-@pytest.fixture(scope="session")
-def empty_db(tmp_path_factory):
-    """An empty, migrated SQLite store, cached per MLflow version next to the tiny models.
-
-    Creating one costs 5-7 s of schema migrations; copying it 0.1 s.
-    """
-    from pgrpo.core.models import cache_dir
-
-    path = cache_dir() / f"mlflow-{mlflow.__version__}-empty.db"
-    if not path.is_file():
-        tmp = tmp_path_factory.mktemp("template") / "mlflow.db"
-        mlflow.MlflowClient(f"sqlite:///{tmp}").search_experiments()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(tmp, path.with_suffix(".tmp"))
-        os.replace(path.with_suffix(".tmp"), path)
-    return path
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch, empty_db):
-    """A fresh tracking store and working directory (with a params.yaml); returns the client."""
-    monkeypatch.chdir(tmp_path)
-    shutil.copy(empty_db, tmp_path / "mlflow.db")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for var in (PARENT_ENV, "DVC_STAGE", "DVC_ROOT"):
-        monkeypatch.delenv(var, raising=False)
-    (tmp_path / "params.yaml").write_text("reward:\n  epochs: 1\npolicy:\n  steps: 3\n")
-    yield mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.end_run()  # a failing test must not leave an active run to the next one
 
 
 def git(*args, cwd="."):

@@ -1,6 +1,6 @@
 """Tests of the group-conditioned reward model (pgrpo.stages.reward.reward_model, pgrpo.stages.reward.train_reward).
 
-    .venv/bin/python -m pytest -q tests/test_reward_model.py
+    .venv/bin/python -m pytest -q tests/stages/test_reward_model.py
 
 All but one test use the 2-layer random encoder ("tiny-random-bert"); the MiniLM
 test learns two opposite preferences from a few dozen pairs (~20-40 s on 2 cores).

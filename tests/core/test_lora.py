@@ -1,10 +1,10 @@
 """LoRA as a first-class path (policy.lora_r > 0; configs/lora.yaml): only the adapter
 trains, and the exported policy (the adapter merged into the base, plain safetensors) is
 the trained one and loads for evaluation. That a LoRA run resumes exactly is
-tests/test_trainer.py's resume test; that the adapter learns what the users want,
-tests/test_learning.py's LoRA case.
+tests/core/test_trainer.py's resume test; that the adapter learns what the users want,
+tests/core/test_learning.py's LoRA case.
 
-    .venv/bin/python -m pytest -q tests/test_lora.py        # ~30 s on 2 cores
+    .venv/bin/python -m pytest -q tests/core/test_lora.py        # ~30 s on 2 cores
 """
 
 import safetensors.torch

@@ -68,7 +68,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, tiny_cfg, lora_r):
 
 
 # bnpo is left out on purpose: it is a token mean per forward batch by definition,
-# so it changes with the micro-batch split (tests/test_loss.py checks its formula).
+# so it changes with the micro-batch split (tests/core/test_loss.py checks its formula).
 @pytest.mark.parametrize("agg", ["grpo", "dr_grpo", "dapo"])
 def test_gradient_accumulation_is_exact(tmp_path, tiny_cfg, agg):
     """One step in micro-batches of 2 equals one step on the whole batch of 8.

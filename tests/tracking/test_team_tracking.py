@@ -4,7 +4,7 @@ recording to it over HTTP. Runs, per-group metrics, logged models, the registry 
 `champion` alias all land there; the runs are rows of the PostgreSQL database and the model
 files sit in the server's artifact folder, not in the client's working directory.
 
-    .venv/bin/python -m pytest -q tests/test_team_tracking.py     # ~3 min on 2 cores
+    .venv/bin/python -m pytest -q tests/tracking/test_team_tracking.py     # ~3 min on 2 cores
 
 Skipped where the OS has no PostgreSQL server programs (Debian: postgresql).
 """
@@ -25,7 +25,7 @@ import pytest
 
 from pgrpo.tracking import team_stack
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

@@ -1,6 +1,6 @@
 """benchmarks/step_profile.py: the floor of the default's work, summed from phase floors.
 
-    python -m pytest -q tests/test_step_profile.py
+    python -m pytest -q tests/experiments/test_step_profile.py
 
 The phase floors are made by hand, so the sums below are checked against arithmetic done
 here, not against the function's own formula.
@@ -14,7 +14,7 @@ import pytest
 from pgrpo.core.config import PolicyConfig
 from pgrpo.stages.evaluation.eval_config import EvalConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("step_profile", REPO / "benchmarks/step_profile.py")
 step_profile = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(step_profile)

@@ -1,6 +1,6 @@
 """The comparison over seeds: t-intervals, paired differences, claims, and a real tiny run.
 
-    python -m pytest -q tests/test_compare.py
+    python -m pytest -q tests/experiments/test_compare.py
 
 Expected values are computed by hand here (t quantiles from tables), not by the code
 under test. The end-to-end test trains tiny random models: its numbers mean nothing,

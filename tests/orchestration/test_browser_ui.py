@@ -2,7 +2,7 @@
 Prefect UI's custom-run form, and its per-group reward charts found in the MLflow UI.
 
     apt-get install -y chromium chromium-driver && pip install -e ".[dev]"   # selenium
-    python -m pytest -q -m slow tests/test_browser_ui.py -s    # ~3.5 min on 2 busy cores
+    python -m pytest -q -m slow tests/orchestration/test_browser_ui.py -s    # ~3.5 min on 2 busy cores
     PGRPO_SCREENSHOTS=<folder> python -m pytest ...           # also copy the screenshots there
 
 Headless Chromium (Selenium) does what a new user does: Deployments -> pgrpo-pipeline/params
@@ -41,7 +41,7 @@ try:
 except ImportError:  # the test skips (the dev extra installs it)
     webdriver = None
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COPY = ["pgrpo", "flows", "tasks", "configs", "scripts", "data/raw", "dvc.yaml", "params.yaml",
         ".dvcignore", ".gitignore"]
 RUN_NAME = "browser-ui"          # the MLflow parent run's name, typed into the form

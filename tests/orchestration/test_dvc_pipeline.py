@@ -1,8 +1,8 @@
 """The DVC pipeline end to end: real `dvc repro` of configs/smoke.yaml in a temp git repo,
 tracked in a real MLflow SQLite store; plus run_stage's errors (fast).
 
-    python -m pytest -q tests/test_dvc_pipeline.py            # incl. the smoke repro (~2.5 min, 2 cores)
-    python -m pytest -q -m slow tests/test_dvc_pipeline.py    # the comparison over DVC experiments
+    python -m pytest -q tests/orchestration/test_dvc_pipeline.py            # incl. the smoke repro (~2.5 min, 2 cores)
+    python -m pytest -q -m slow tests/orchestration/test_dvc_pipeline.py    # the comparison over DVC experiments
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pgrpo import NO_TELEMETRY
 from pgrpo.core.config import main as config_main, read_params, write_params
 from pgrpo.orchestration.pipeline import STAGES, main, run_stage
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ALGORITHMS = ["pgrpo", "grpo"]
 CHILD_RUNS = {"prepare", "assign_groups", "train_reward", "train_policy-pgrpo",
               "train_policy-grpo", "evaluate"}

@@ -1,6 +1,6 @@
 """Prefect tasks and the pgrpo-pipeline flow: task functions, cache keys, parameters, a real run.
 
-    python -m pytest -q tests/test_flows.py
+    python -m pytest -q tests/orchestration/test_flows.py
 
 The last test runs the whole flow once under a temporary Prefect server, with tiny
 random models, in a temp git + DVC repo holding the project's dvc.yaml: every stage
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 from pgrpo import NO_TELEMETRY  # noqa: E402
 
 os.environ.update(NO_TELEMETRY)

@@ -96,7 +96,7 @@ def test_bad_input_is_named():
 
 
 def test_assign_groups_runs_the_bt_mixture_end_to_end(tmp_path):
-    from tests.test_groups import persona_tables, write
+    from tests.stages.test_groups import persona_tables, write
 
     users, pairs = persona_tables(sizes=(5, 4, 3), pairs_per_user=3)
     u, p = write(tmp_path, users, pairs)

@@ -18,7 +18,7 @@ from pgrpo.stages import registry
 from pgrpo.orchestration.pipeline import STAGES
 from pgrpo.orchestration.stage_code import stage_code
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _dvc_stage(name: str) -> dict:

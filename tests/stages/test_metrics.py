@@ -1,6 +1,6 @@
 """Evaluation metric functions (pgrpo.stages.evaluation.metrics) against hand-computed cases.
 
-    .venv/bin/python -m pytest -q tests/test_metrics.py
+    .venv/bin/python -m pytest -q tests/stages/test_metrics.py
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The prepare stage: synthetic personas, preference files (good and bad), MovieLens.
 
-    .venv/bin/python -m pytest -q tests/test_prepare.py
+    .venv/bin/python -m pytest -q tests/stages/test_prepare.py
 """
 
 import json
@@ -17,8 +17,8 @@ from pgrpo.stages.data.personas import (make_personas, persona_from_json, person
 from pgrpo.stages.data.prepare import OUTPUTS, PrepareConfig, main, prepare
 from pgrpo.stages.data.schemas import DataValidationError, Judge, Pairs, Prompts, Users, validate
 
-REPO = Path(__file__).resolve().parents[1]
-ML100K = Path(__file__).resolve().parents[2] / "shared/data/movielens/ml-100k"
+REPO = Path(__file__).resolve().parents[2]
+ML100K = Path(__file__).resolve().parents[3] / "shared/data/movielens/ml-100k"
 EXAMPLE = REPO / "examples/preferences.jsonl"
 
 

@@ -1,6 +1,6 @@
 """The pre-training checks (pgrpo.stages.reward.group_checks) against a re-derivation by hand:
 accuracies under every head, the disagreement, the user-level bootstrap and the verdicts.
-The checks on a trained reward model are in tests/test_reward_model.py (MiniLM, opposite
+The checks on a trained reward model are in tests/stages/test_reward_model.py (MiniLM, opposite
 preferences per group)."""
 
 import numpy as np

@@ -3,7 +3,7 @@ a real `dvc repro` in a temp git repo with the smoke preset's tiny models and bu
 data in data/raw as a user puts it there. Skipped when ../shared/data/movielens/ml-100k
 (beside the repo) is absent.
 
-    python -m pytest -q tests/test_movielens.py        # ~2.5 min on 2 CPU cores
+    python -m pytest -q tests/stages/test_movielens.py        # ~2.5 min on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 
 from pgrpo.core.config import merge_params, read_params
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ML100K = REPO.parent / "shared" / "data" / "movielens" / "ml-100k"
 
 pytestmark = pytest.mark.skipif(not (ML100K / "u.data").is_file(),
