@@ -285,6 +285,19 @@ def config_overrides(args: argparse.Namespace, model: type[Section]) -> dict[str
     return {k: v for k, v in vars(args).items() if k in model.model_fields}
 
 
+def section_from_cli(args: argparse.Namespace, name: str, schema: type[Section]) -> Section:
+    """A stage command's config: section `name` of the file `args.params` with the flags of
+    add_config_args over it, or the class defaults with those flags where the file does not
+    exist. Invalid values raise ValueError naming the file and section (or the flags)."""
+    overrides = config_overrides(args, schema)
+    if Path(args.params).is_file():
+        return load_section(args.params, name, schema, overrides)
+    try:
+        return schema(**overrides)
+    except ValidationError as e:
+        raise ValueError(f"command-line flags of section '{name}':\n{e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m pgrpo.core.config configs/smoke.yaml --write params.yaml`: a preset, resolved."""
     parser = argparse.ArgumentParser(

@@ -7,7 +7,7 @@ import torch
 
 from pgrpo.core.advantages import GroupRewardStats
 from pgrpo.core.checkpoint import latest_checkpoint, save_checkpoint
-from pgrpo.core.config import PolicyConfig, load_section
+from pgrpo.core.config import PolicyConfig, add_config_args, load_section, section_from_cli
 from pgrpo.core.models import build_tiny_model, resolve_model
 from pgrpo.core.prompts import BUILTIN_GROUPS, builtin_prompts, load_prompts
 from pgrpo.core.rewards import count_words, get_reward_fn, length_preference_reward
@@ -23,6 +23,29 @@ def test_unknown_params_key_is_an_error_naming_it(tmp_path):
         load_section(p, "policy", PolicyConfig)
     p.write_text("policy:\n  steps: 7\n")
     assert load_section(p, "policy", PolicyConfig, {"lr": 1e-4}).steps == 7
+
+
+def test_a_stage_command_reads_its_section_with_flags_over_it(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--params")
+    add_config_args(parser, PolicyConfig)
+    p = tmp_path / "params.yaml"
+    p.write_text("policy:\n  steps: 3\n  lr: 0.1\n")
+    cfg = section_from_cli(parser.parse_args(["--params", str(p), "--lr", "0.2"]), "policy",
+                           PolicyConfig)
+    assert (cfg.steps, cfg.lr) == (3, 0.2)  # the file's steps, the flag's lr
+    missing = str(tmp_path / "none.yaml")  # no file: the class defaults, the flags over them
+    cfg = section_from_cli(parser.parse_args(["--params", missing, "--lr", "0.2"]), "policy",
+                           PolicyConfig)
+    assert (cfg.steps, cfg.lr) == (PolicyConfig().steps, 0.2)
+    with pytest.raises(ValueError, match=f"{p}, section 'policy'"):
+        section_from_cli(parser.parse_args(["--params", str(p), "--steps", "-1"]), "policy",
+                         PolicyConfig)
+    with pytest.raises(ValueError, match="command-line flags of section 'policy'"):
+        section_from_cli(parser.parse_args(["--params", missing, "--steps", "-1"]), "policy",
+                         PolicyConfig)
 
 
 def test_set_overrides_parse_merge_and_name_what_is_wrong(tmp_path):

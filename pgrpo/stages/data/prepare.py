@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from pgrpo.core import paths
-from pgrpo.core.config import Section, add_config_args, config_overrides, load_section
+from pgrpo.core.config import Section, add_config_args, section_from_cli
 from pgrpo.stages.data import Tables
 from pgrpo.core.io import atomic_outputs, write_json
 from pgrpo.stages.data.schemas import DataValidationError, Judge, Pairs, Prompts, Users, validate
@@ -203,13 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out_dir", default=str(paths.PROCESSED), help="output folder")
     add_config_args(parser, PrepareConfig)
     args = parser.parse_args(argv)
-    overrides = config_overrides(args, PrepareConfig)
     try:
-        if Path(args.params).exists():
-            cfg = load_section(args.params, "prepare", PrepareConfig, overrides)
-        else:
-            cfg = PrepareConfig(**overrides)
-    except (ValueError, ValidationError) as e:
+        cfg = section_from_cli(args, "prepare", PrepareConfig)
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

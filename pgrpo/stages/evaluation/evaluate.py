@@ -45,16 +45,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from tqdm.auto import tqdm
 
 from pgrpo.core import paths
 from pgrpo.core.config import (
     PolicyConfig,
     add_config_args,
-    config_overrides,
     load_section,
     read_params,
+    section_from_cli,
 )
 from pgrpo.stages.evaluation import base_cache
 from pgrpo.stages.evaluation.eval_config import EvalConfig
@@ -359,15 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports_dir", default=str(paths.REPORTS))
     add_config_args(parser, EvalConfig)
     args = parser.parse_args(argv)
-    overrides = config_overrides(args, EvalConfig)
     try:
-        if Path(args.params).exists():
-            cfg = load_section(args.params, "evaluate", EvalConfig, overrides)
-            policy = load_section(args.params, "policy", PolicyConfig)
-            listed = list(read_params(args.params).get("algorithms") or {})
-        else:
-            cfg, policy, listed = EvalConfig(**overrides), PolicyConfig(), []
-    except (ValueError, ValidationError) as e:
+        cfg = section_from_cli(args, "evaluate", EvalConfig)
+        have_params = Path(args.params).is_file()
+        policy = load_section(args.params, "policy", PolicyConfig) if have_params else PolicyConfig()
+        listed = list(read_params(args.params).get("algorithms") or {}) if have_params else []
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     algorithms = args.algorithms.split(",") if args.algorithms else listed

@@ -41,10 +41,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from pgrpo.core import paths
-from pgrpo.core.config import Section, add_config_args, config_overrides, load_section
+from pgrpo.core.config import Section, add_config_args, section_from_cli
 from pgrpo.core.io import atomic_outputs, read_table, write_json
 from pgrpo.stages.data.schemas import Groups, Pairs, Users, validate
 
@@ -346,13 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out_dir", default=str(paths.PROCESSED), help="where groups.parquet goes")
     add_config_args(parser, AssignConfig)
     args = parser.parse_args(argv)
-    overrides = config_overrides(args, AssignConfig)
     try:
-        if Path(args.params).exists():
-            cfg = load_section(args.params, SECTION, AssignConfig, overrides)
-        else:
-            cfg = AssignConfig(**overrides)
-    except (ValueError, ValidationError) as e:  # pydantic's error is a ValueError too
+        cfg = section_from_cli(args, SECTION, AssignConfig)
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:

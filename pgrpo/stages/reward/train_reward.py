@@ -39,7 +39,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from pgrpo.core import paths
-from pgrpo.core.config import Section, add_config_args, config_overrides, load_section
+from pgrpo.core.config import Section, add_config_args, section_from_cli
 from pgrpo.core.io import atomic_outputs, read_table, write_json
 from pgrpo.core.models import resolve_device
 from pgrpo.stages.data.schemas import DataValidationError, Groups, Pairs, validate
@@ -283,13 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out_dir", default=str(paths.MODELS / "reward"))
     add_config_args(parser, RewardConfig)
     args = parser.parse_args(argv)
-    overrides = config_overrides(args, RewardConfig)
     try:
-        if Path(args.params).is_file():
-            cfg = load_section(args.params, "reward", RewardConfig, overrides)
-        else:
-            cfg = RewardConfig(**overrides)
-    except ValueError as e:  # pydantic's ValidationError is a ValueError
+        cfg = section_from_cli(args, "reward", RewardConfig)
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
