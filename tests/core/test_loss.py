@@ -232,3 +232,48 @@ def test_shape_mismatches_raise_value_error(shapes):
     with pytest.raises(ValueError):
         policy_loss(torch.zeros(2, 3), torch.zeros(s["old"]), torch.zeros(s["adv"]), torch.ones(s["mask"]),
                     ref_logp=torch.zeros(s["ref"]), beta=0.1)
+
+
+@pytest.mark.parametrize("agg,kw", [("grpo", {}), ("dr_grpo", {}), ("dapo", {"num_tokens": 10.0})])
+def test_a_constant_advantage_has_zero_expected_gradient_only_without_per_sequence_means(agg, kw):
+    """Corollary 3.1's offset (mu_G - mu_p) / sigma_p is one constant c for all of a prompt's
+    samples; DESIGN.md reads it as zero in expectation. Exactly: over every sequence a policy
+    can write, weighted by its probability, the loss gradient of advantage c is zero when every
+    token weighs the same fixed amount (dr_grpo: 1 / the cap; dapo: 1 / the batch's token
+    count, fixed here; in a real batch that count moves a little with each sequence, O(1/B)),
+    but not under grpo's per-sequence mean, where a sequence weighs 1/|y|: the gradient is
+    -c * d E[1/|y|] / d theta, a pull on length of sign c. (bnpo's token mean over a batch of
+    one sequence is grpo's; over many it is dapo's up to the same O(1/B).)
+
+    The policy writes 'a' or EOS at each of 3 positions with its own logit theta_t (EOS ends
+    it): sequences EOS, a EOS, a a EOS and a a a (cut at the cap), lengths 1, 2, 3, 3."""
+    theta = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64, requires_grad=True)
+    c, cap = 0.7, 3
+    total = torch.zeros(3, dtype=torch.float64)
+    expected_inv_len = 0.0
+    for n_a in range(cap + 1):  # n_a tokens 'a', then EOS unless at the cap
+        length = min(n_a + 1, cap)
+        p_a = torch.sigmoid(theta)  # P('a') at each position
+        logp = torch.stack([torch.log(p_a[t]) if t < n_a else torch.log1p(-p_a[t])
+                            for t in range(length)])
+        prob = float(logp.detach().sum().exp())
+        row = torch.zeros(1, cap, dtype=torch.float64)
+        row[0, :length] = logp
+        mask = torch.zeros(1, cap)
+        mask[0, :length] = 1
+        loss, _ = policy_loss(row, row.detach(), torch.tensor([c], dtype=torch.float64), mask,
+                              agg=agg, max_completion_length=cap, **kw)
+        (grad,) = torch.autograd.grad(loss, theta)
+        total += prob * grad  # the sampling distribution weighs each sequence's gradient
+        expected_inv_len += prob / length
+    if agg == "grpo":
+        # -c * d/dtheta E[1/|y|], E[1/|y|] written out from the same probabilities
+        q = torch.sigmoid(theta)
+        e_inv = ((1 - q[0]) / 1 + q[0] * (1 - q[1]) / 2 + q[0] * q[1] * (1 - q[2]) / 3
+                 + q[0] * q[1] * q[2] / 3)
+        assert float(e_inv.detach()) == pytest.approx(expected_inv_len)
+        (want,) = torch.autograd.grad(-c * e_inv, theta)
+        np.testing.assert_allclose(total.numpy(), want.numpy(), rtol=1e-10, atol=1e-12)
+        assert total.abs().max() > 1e-2  # not zero: a length pull
+    else:
+        np.testing.assert_allclose(total.numpy(), 0.0, atol=1e-12)
