@@ -325,6 +325,26 @@ def test_val_and_test_prompts_never_overlap(run):
     assert {eval_role(i) for i in ids_v} == {"val"} and {eval_role(i) for i in ids_t} == {"test"}
 
 
+def test_a_tuning_report_is_on_validation_prompts_and_says_so(run, tmp_path):
+    """report_prompts: val puts the report's numbers and verdicts on the validation prompts
+    (issue 25 item 3: tune by the report's own rule, never on test prompts)."""
+    tmp, _ = run
+    from pgrpo.stages.evaluation.evaluate import eval_role
+
+    with pytest.raises(ValueError, match="val_prompts_per_group: 0"):
+        eval_cfg(report_prompts="val")  # validation prompts would both pick and be reported
+    results = evaluate(eval_cfg(report_prompts="val", val_prompts_per_group=0), policy_cfg(tmp),
+                       ALGS, tmp / "data", tmp / "reward", tmp / "policy", tmp_path / "reports")
+    rows = [json.loads(line) for line in (tmp_path / "reports" / "samples.jsonl").read_text()
+            .splitlines()]
+    assert rows and {eval_role(r["prompt_id"]) for r in rows} == {"val"}
+    assert set(results["algorithms"]) == set(ALGS) and results["settings"]["report_prompts"] == "val"
+    report = (tmp_path / "reports" / "report.md").read_text()
+    assert "**Tuning report: every number below is on the validation prompts" in report
+    test_report = (tmp / "reports" / "report.md").read_text()  # the fixture's, on test prompts
+    assert "Tuning report" not in test_report and "Held-out test prompts" in test_report
+
+
 def test_the_base_evaluation_is_reused_only_under_the_same_inputs_settings_and_code(
         run, tmp_path, monkeypatch):
     """With a code fingerprint the base's record is cached: a second evaluation reads it

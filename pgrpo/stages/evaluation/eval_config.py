@@ -5,7 +5,9 @@ the stage (pgrpo.stages.evaluation.evaluate) and the per-policy measures it call
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from pgrpo.core.config import Section
 
@@ -15,6 +17,10 @@ class EvalConfig(Section):
 
     prompts_per_group: int = Field(
         16, ge=1, description="held-out test prompts per group (seeded draw; fewer if fewer exist)")
+    report_prompts: Literal["test", "val"] = Field(
+        "test", description="which held-out prompts the report's numbers and verdicts are on: "
+        "test (a result) or val (tuning shared knobs by the report's own rule, never a result; "
+        "needs val_prompts_per_group: 0, as the validation prompts are then the reported ones)")
     samples_per_prompt: int = Field(4, ge=1, description="completions per prompt and policy")
     val_prompts_per_group: int = Field(
         8, ge=0, description="validation prompts per group: they pick the champion, and the "
@@ -37,3 +43,10 @@ class EvalConfig(Section):
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', ...")
     neutral_text: str | None = Field(
         None, description="text file, one passage a line; None = pgrpo/stages/evaluation/neutral.txt")
+
+    @model_validator(mode="after")
+    def _reported_prompts_do_not_also_pick(self):
+        if self.report_prompts == "val" and self.val_prompts_per_group:
+            raise ValueError("report_prompts: val reports on the validation prompts, so they cannot "
+                             "also pick the champion: set val_prompts_per_group: 0")
+        return self

@@ -236,7 +236,7 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
     # Largest group first (the majority), as groups are named and reported everywhere.
     sizes = {g: int(counts[g]) for g in sorted(counts.index, key=lambda g: (-counts[g], g))}
     prompts = eval_prompts(processed_dir / "prompts.parquet", groups_path, cfg.prompts_per_group,
-                           cfg.seed)
+                           cfg.seed, role=cfg.report_prompts)
     judge = read_table(processed_dir / "judge.parquet")
     reward_fn = GroupRewardFn(reward_dir, prompts.group_names, resolve_device(cfg.device),
                               batch_size=cfg.batch_size)

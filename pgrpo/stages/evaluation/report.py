@@ -227,12 +227,17 @@ def render_report(results: dict) -> str:
     score = (f"judge reward ({results['judge']})" if results["judge"] != "none" else
              "learned reward. This data has no judge (file source), so every reward below is the "
              "reward model's own score and cannot reveal reward hacking")
-    intro = (f"Base model `{s['model']}`; {len(results['algorithms'])} trained algorithm(s). "
-             f"Score: {score}. Held-out prompts (split = eval): up to {s['prompts_per_group']} per "
-             f"group, {s['samples_per_prompt']} samples each, temperature {s['temperature']}, at "
-             f"most {s['max_new_tokens']} new tokens, seed {s['seed']}; the same prompts and "
-             f"sampling seeds for every policy. Intervals: {round(s['ci_level'] * 100)}% bootstrap "
-             f"over prompts ({s['n_boot']} resamples).")
+    role = s.get("report_prompts", "test")
+    intro = ("**Tuning report: every number below is on the validation prompts "
+             "(evaluate.report_prompts: val), which chose the knobs; it is not a result.** "
+             if role == "val" else "")
+    intro += (f"Base model `{s['model']}`; {len(results['algorithms'])} trained algorithm(s). "
+              f"Score: {score}. Held-out {'validation' if role == 'val' else 'test'} prompts "
+              f"(split = eval): up to {s['prompts_per_group']} per "
+              f"group, {s['samples_per_prompt']} samples each, temperature {s['temperature']}, at "
+              f"most {s['max_new_tokens']} new tokens, seed {s['seed']}; the same prompts and "
+              f"sampling seeds for every policy. Intervals: {round(s['ci_level'] * 100)}% bootstrap "
+              f"over prompts ({s['n_boot']} resamples).")
     headline_note = (
         f"Mean reward: unweighted mean over groups. Minority-majority gap: the majority group "
         f"({results['majority_group']}) minus the mean of the other groups (positive = minorities "
