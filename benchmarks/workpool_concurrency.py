@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +86,7 @@ def main() -> int:
 
     from flows.workpool import deploy, ensure_pool, head_commit
     from pgrpo import NO_TELEMETRY
-    from pgrpo.tracking.team_stack import server_command
+    from pgrpo.tracking.team_stack import start_server, stop_server
 
     root = Path(tempfile.mkdtemp(prefix="pgrpo-workpool-bench-"))
     env = {**os.environ, **NO_TELEMETRY, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -96,17 +95,9 @@ def main() -> int:
            "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"}
     repo = make_repo(root, env)
     port = free_port()
-    server = subprocess.Popen(
-        server_command(port, f"sqlite:///{root / 'mlflow.db'}", root / "artifacts"), cwd=root, env={**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = start_server(port, f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root, env)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
         with prefect_test_harness():
             ensure_pool("bench")
             deployment = deploy("bench", str(repo), head_commit(str(repo)), url)
@@ -118,7 +109,7 @@ def main() -> int:
             print(f"sequential_wall_s={sequential:.1f}", flush=True)
         print(f"concurrent_over_sequential={concurrent / sequential:.3f}")
     finally:
-        os.killpg(server.pid, 15)
+        stop_server(server)
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

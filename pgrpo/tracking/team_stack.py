@@ -18,8 +18,11 @@ import argparse
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 DATABASE = "mlflow"
@@ -89,6 +92,47 @@ def server_command(port: int, backend_uri: str, artifacts: str | Path,
     return [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
             "--backend-store-uri", backend_uri, "--artifacts-destination", str(artifacts),
             "--serve-artifacts", "--workers", "1"]
+
+
+def start_server(port: int, backend_uri: str, artifacts: str | Path, cwd: str | Path,
+                 env: dict | None = None, log: Path | None = None,
+                 timeout: float = 120.0) -> subprocess.Popen:
+    """server_command on 127.0.0.1:`port` in a process group of its own, returned once its
+    /health answers 200: the real server that tests and benchmarks run against. If it exits
+    or is not up within `timeout` s it is stopped and RuntimeError says so (with the end of
+    `log`, its stderr, where given)."""
+    env = {**(os.environ if env is None else env),
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job runner
+    proc = subprocess.Popen(server_command(port, backend_uri, artifacts), cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL,
+                            stderr=log.open("w") if log else subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_server(proc)
+            tail = log.read_text()[-2000:] if log else ""
+            raise RuntimeError(f"mlflow server on port {port} did not start within "
+                               f"{timeout:.0f} s{': ' + tail if tail else ''}")
+        time.sleep(0.5)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (it and its workers), SIGKILL after 30 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,13 +8,9 @@ server, and once it is back every step reaches MLflow: nothing lost.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,6 +18,7 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 
 from pgrpo.tracking.mlflow_logger import MlflowLogger  # noqa: E402
+from pgrpo.tracking.team_stack import start_server, stop_server as _stop_server  # noqa: E402
 
 STEP_SECONDS = 0.1  # a (very fast) training step between two log calls
 
@@ -33,34 +30,7 @@ def _free_port() -> int:
 
 
 def _start_server(port: int, tmp: Path) -> subprocess.Popen:
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-         "--artifacts-destination", str(tmp / "artifacts")],
-        cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-    _stop_server(proc)
-    raise RuntimeError("mlflow server did not start within 120 s")
-
-
-def _stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    return start_server(port, f"sqlite:///{tmp / 'mlflow.db'}", tmp / "artifacts", tmp)
 
 
 def test_an_outage_neither_stalls_training_nor_loses_a_metric(tmp_path, monkeypatch):

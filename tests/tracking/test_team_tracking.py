@@ -11,14 +11,10 @@ Skipped where the OS has no PostgreSQL server programs (Debian: postgresql).
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -48,26 +44,16 @@ def team_server():
     pg, artifacts = root / "pg", root / "artifacts"
     uri = team_stack.start_postgres(pg, _free_port())
     port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = subprocess.Popen(team_stack.server_command(port, uri, artifacts), cwd=root, env=env,
-                              stdout=subprocess.DEVNULL, stderr=(root / "server.log").open("w"),
-                              start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    url, server = f"http://127.0.0.1:{port}", None
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-                time.sleep(0.5)
+        try:
+            server = team_stack.start_server(port, uri, artifacts, root, log=root / "server.log")
+        except RuntimeError as e:
+            pytest.fail(str(e))
         yield url, uri, artifacts
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+        if server is not None:
+            team_stack.stop_server(server)
         team_stack.stop_postgres(pg)
         shutil.rmtree(root, ignore_errors=True)
 
