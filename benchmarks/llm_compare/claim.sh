@@ -6,19 +6,43 @@
 # `dvc repro train_reward`) first: the comparison trains on the pipeline's data and reward model.
 #   bash benchmarks/llm_compare/claim.sh              # seeds 0-9, as pre-registered
 #   SEEDS="0 1" bash benchmarks/llm_compare/claim.sh  # a part of them (the rest later)
+#   PRUNE=weights bash benchmarks/llm_compare/claim.sh  # keep less on disk (below)
+# Disk: a seed and reward leaves ~10.5 GB (five policies and their final checkpoints), ~210 GB
+# in all. So once a seed's evaluation is stamped, prune_seeds.py deletes its checkpoints
+# (PRUNE=checkpoints, the default: ~2.6 GB a seed and reward stay), with PRUNE=weights the
+# policies' weights too (the reports, samples and training metrics stay; a policy is retrained
+# bit for bit from its seed), PRUNE=none keeps all. A pruned seed is skipped here: its
+# trainings can no longer be told finished (they would start over).
 set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
 SEEDS=${SEEDS:-0 1 2 3 4 5 6 7 8 9}
+PRUNE=${PRUNE:-checkpoints}
+HERE=$(cd "$(dirname "$0")" && pwd)  # prune_seeds.py beside this script (stdlib only)
 PRESETS="configs/claim.yaml configs/claim_judge.yaml"
+case "$PRUNE" in
+  none|checkpoints) weights_flag="" ;; weights) weights_flag="--weights" ;;
+  *) echo "claim.sh: PRUNE must be none, checkpoints or weights, not '$PRUNE'" >&2; exit 2 ;;
+esac
+name_of() {
+  "$PY" -c "import sys; from pgrpo.experiments.compare import load_compare; print(load_compare(sys.argv[1]).name)" "$1"
+}
 for seed in $SEEDS; do
   for preset in $PRESETS; do
+    name=$(name_of "$preset")
+    if [ -f "models/compare/$name/seed$seed/pruned.json" ]; then
+      echo "== seed $seed, $preset: evaluated and pruned (models/compare/$name/seed$seed/pruned.json); skipped"
+      continue
+    fi
     echo "== seed $seed, $preset"
     "$PY" -m pgrpo.experiments.compare --params "$preset" --seeds "$seed"
+    if [ "$PRUNE" != none ]; then
+      "$PY" "$HERE/prune_seeds.py" "$name" $weights_flag  # unquoted: empty adds no argument
+    fi
   done
 done
 # the summary over every seed evaluated so far (all ten: the pre-registered result)
 for preset in $PRESETS; do
-  name=$("$PY" -c "import sys; from pgrpo.experiments.compare import load_compare; print(load_compare(sys.argv[1]).name)" "$preset")
+  name=$(name_of "$preset")
   done_seeds=$(ls -d reports/compare/"$name"/seed*/ 2>/dev/null | while read -r d; do
     [ -f "$d/evaluated.json" ] && basename "$d" | sed 's/seed//'; done | sort -n | paste -sd, -)
   [ -n "$done_seeds" ] && "$PY" -m pgrpo.experiments.compare --params "$preset" --seeds "$done_seeds" --summarize-only

@@ -1,0 +1,97 @@
+"""Free the disk an evaluated comparison seed no longer needs.
+
+A comparison keeps, for every (seed, algorithm), the exported policy (0.5 GB for SmolLM2-135M in
+fp32) and its training's final checkpoint (the weights again plus AdamW's two moments: 1.6 GB),
+so that a rerun can tell a finished training from an interrupted one. Five algorithms make
+~10.5 GB a seed: the pre-registered comparison (10 seeds x 2 rewards) would need ~210 GB.
+Once a seed's evaluation is stamped (reports/compare/<name>/seed<s>/evaluated.json), its
+trainings are only read for their metrics.jsonl (the training curves of the summary), so
+
+    python benchmarks/llm_compare/prune_seeds.py claim_learned             # checkpoints only
+    python benchmarks/llm_compare/prune_seeds.py claim_learned --weights   # and the policies
+
+deletes, in every evaluated seed of comparison `claim_learned`, the checkpoints (and with
+--weights the policies' weight files), and leaves models/compare/<name>/seed<s>/pruned.json
+saying what went and when. The reports, samples and metrics stay; a deleted policy is
+retrained bit for bit by `python -m pgrpo.experiments.compare ... --seeds <s>` after
+removing pruned.json (training is deterministic by seed on these CPUs).
+
+A pruned seed cannot be checked any more the way pgrpo.experiments.compare checks a seed
+(its trainings would start over), so claim.sh skips every seed that has pruned.json.
+Standard library only: it runs beside any pinned worktree's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+PRUNED = "pruned.json"  # in models/compare/<name>/seed<s>/
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+
+def seed_folders(name: str, root: Path = Path(".")) -> list[tuple[Path, Path]]:
+    """(models, reports) folder of every seed of comparison `name` whose evaluation is stamped."""
+    reports = root / "reports" / "compare" / name if name else root / "reports" / "compare"
+    models = root / "models" / "compare" / name if name else root / "models" / "compare"
+    return [(models / r.name, r) for r in sorted(reports.glob("seed*"))
+            if (r / "evaluated.json").is_file() and (models / r.name).is_dir()]
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def prune_seed(models: Path, weights: bool = False) -> dict:
+    """Delete models/<seed>/*/checkpoints (and with `weights` the policies' weight files);
+    write pruned.json last, so a kill mid-way leaves the seed unmarked (and pruned again)."""
+    freed, removed = 0, []
+    for run in sorted(p for p in models.iterdir() if p.is_dir()):
+        targets = [run / "checkpoints"] if (run / "checkpoints").is_dir() else []
+        if weights and (run / "model").is_dir():
+            targets += [f for f in (run / "model").iterdir() if f.suffix in WEIGHT_SUFFIXES]
+        for t in targets:
+            freed += folder_bytes(t) if t.is_dir() else t.stat().st_size
+            if t.is_dir():
+                shutil.rmtree(t)
+            else:
+                t.unlink()
+            removed.append(str(t.relative_to(models)))
+    marker = models / PRUNED
+    previous = json.loads(marker.read_text()) if marker.is_file() else {"removed": [], "freed_bytes": 0}
+    record = {"removed": previous["removed"] + removed,
+              "freed_bytes": previous["freed_bytes"] + freed,
+              "weights_removed": weights or previous.get("weights_removed", False),
+              "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "why": "evaluated (see the reports folder's evaluated.json); retrain by seed to "
+                     "get a removed policy back"}
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(marker)
+    return {"seed": models.name, "freed_bytes": freed, "removed": len(removed)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("name", help="the comparison's compare.name (its folder under models/compare/)")
+    ap.add_argument("--weights", action="store_true",
+                    help="also delete the evaluated policies' weights (retrain by seed to restore)")
+    ap.add_argument("--root", type=Path, default=Path("."), help="the repository (default: here)")
+    args = ap.parse_args(argv)
+    seeds = seed_folders(args.name, args.root)
+    if not seeds:
+        print(f"prune_seeds: no evaluated seed of {args.name!r} under {args.root.resolve()}",
+              file=sys.stderr)
+    for models, _ in seeds:
+        done = prune_seed(models, args.weights)
+        print(f"{args.name}/{done['seed']}: {done['removed']} removed, "
+              f"{done['freed_bytes'] / 1e9:.1f} GB freed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
