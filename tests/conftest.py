@@ -13,6 +13,17 @@ os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_T
 os.environ.setdefault("PGRPO_CACHE", str(REPO / ".pytest_cache" / "pgrpo-cache"))
 SHARED = REPO.parent / "shared"
 
+from pgrpo import NO_TELEMETRY
+
+os.environ.update(NO_TELEMETRY)
+# Every test that starts Prefect (the flows', the mechanism's, the comparison's) gets a
+# private home, not ~/.prefect, and time for the temporary server: it takes ~30 s to start
+# on 2 idle cores, past Prefect's default 20 s when the machine is busy. Here, not in one
+# test file, so that a folder or a file run alone gets them too. prefect_test_harness has its
+# own fixed 30 s unless called with server_startup_timeout=None, as every test here does.
+os.environ.setdefault("PREFECT_HOME", str(REPO / ".pytest_cache" / "prefect-home"))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
 
 @pytest.fixture
 def tiny_cfg():

@@ -359,7 +359,7 @@ def test_compare_flow_runs_each_seed_and_algorithm_as_a_task(tiny_pipeline):
     from flows.serve import deployments
 
     assert "params" in {d.name for d in deployments() if d.flow_name == "pgrpo-compare"}
-    with prefect_test_harness(), temporary_settings(
+    with prefect_test_harness(server_startup_timeout=None), temporary_settings(
             {PREFECT_LOCAL_STORAGE_PATH: tiny_pipeline / "results"}):
         state = compare(params_file="params.yaml", seeds=[0, 1], return_state=True)
         assert state.is_completed(), state.message
@@ -394,7 +394,7 @@ def test_compare_flow_on_a_local_dask_cluster_matches_the_sequential_run(tiny_pi
             out[s] = {k: v for k, v in m.items() if "time" not in k and "seconds" not in k}
         return out
 
-    with prefect_test_harness(), temporary_settings(
+    with prefect_test_harness(server_startup_timeout=None), temporary_settings(
             {PREFECT_LOCAL_STORAGE_PATH: tiny_pipeline / "results"}):
         state = compare(params_file="params.yaml", seeds=[0, 1], dask_address="local",
                         dask_workers=2, return_state=True)

@@ -242,7 +242,7 @@ def test_ci_preset_runs_as_the_real_prefect_flow(tmp_path, monkeypatch):
     from flows.mechanism import mechanism
 
     monkeypatch.chdir(tmp_path)  # the preset's work and report folders are relative
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=None):
         summary = mechanism(preset="ci")
     assert summary["n_cells"] == summary["expected_cells"] == 45
     verdicts = {c["verdict"] for b in summary["blocks"] for c in b["claims"]}
@@ -270,7 +270,7 @@ def test_grid_on_a_local_dask_cluster_matches_the_process_pool(tmp_path, monkeyp
     (tmp_path / "dask").mkdir()
     (tmp_path / "pool").mkdir()
     monkeypatch.chdir(tmp_path / "dask")  # the preset's work folder is relative
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=None):
         ran = _cells_on_dask.with_options(task_runner=dask_task_runner("local", 2))("ci", tiny)
     assert ran == 4
     monkeypatch.chdir(tmp_path / "pool")

@@ -18,13 +18,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-from pgrpo import NO_TELEMETRY  # noqa: E402
-
-os.environ.update(NO_TELEMETRY)
-os.environ.setdefault("PREFECT_HOME", str(REPO / ".pytest_cache" / "prefect-home"))
-# The temporary server takes ~30 s to start on 2 idle cores, past Prefect's default
-# timeout when the machine is busy.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+# (Prefect's home and start-up timeout, and no telemetry: tests/conftest.py, for every test.)
 
 from pydantic import ValidationError
 
@@ -265,7 +259,8 @@ def test_flow_runs_every_stage_as_a_task_and_leaves_dvc_up_to_date(tmp_path, mon
         "log_models": False, "register_models": False}})
     monkeypatch.chdir(tmp_path)
 
-    with prefect_test_harness(), temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "results"}):
+    with prefect_test_harness(server_startup_timeout=None), \
+            temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "results"}):
         def task_runs(state):
             assert state.is_completed(), state.message
             flow_run = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))

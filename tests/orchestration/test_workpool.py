@@ -44,7 +44,7 @@ def test_two_runs_on_a_process_work_pool_each_in_its_own_checkout(tmp_path):
     worker_dir = tmp_path / "worker"
     worker_dir.mkdir()
     try:
-        with prefect_test_harness():
+        with prefect_test_harness(server_startup_timeout=None):
             ensure_pool("pgrpo-test")
             name = deploy("pgrpo-test", str(repo), head_commit(str(repo)), url)
             worker_env = {**env, "PREFECT_API_URL": PREFECT_API_URL.value(),

@@ -45,7 +45,8 @@ def test_a_failed_task_is_retried_and_resumes_from_its_checkpoint(tmp_path, monk
         return stages.train_policy.with_options(retry_delay_seconds=0, refresh_cache=True)(
             params_file="params.yaml", algorithm="grpo")
 
-    with prefect_test_harness(), temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "r"}):
+    with prefect_test_harness(server_startup_timeout=None), \
+            temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "r"}):
         state = train_once(return_state=True)
     assert state.is_completed(), state.message
     assert attempts == [3]  # it did fail once
