@@ -103,10 +103,13 @@ def start_server(port: int, backend_uri: str, artifacts: str | Path, cwd: str | 
     `log`, its stderr, where given)."""
     env = {**(os.environ if env is None else env),
            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no background job runner
-    proc = subprocess.Popen(server_command(port, backend_uri, artifacts), cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL,
-                            stderr=log.open("w") if log else subprocess.DEVNULL,
-                            start_new_session=True)
+    stderr = log.open("w") if log else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(server_command(port, backend_uri, artifacts), cwd=cwd, env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+    finally:
+        if log:
+            stderr.close()  # the server holds its own copy of the descriptor
     deadline = time.monotonic() + timeout
     while True:
         try:
