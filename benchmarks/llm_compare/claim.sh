@@ -23,12 +23,13 @@ case "$PRUNE" in
   none|checkpoints) weights_flag="" ;; weights) weights_flag="--weights" ;;
   *) echo "claim.sh: PRUNE must be none, checkpoints or weights, not '$PRUNE'" >&2; exit 2 ;;
 esac
-name_of() {
-  "$PY" -c "import sys; from pgrpo.experiments.compare import load_compare; print(load_compare(sys.argv[1]).name)" "$1"
-}
+declare -A NAME  # preset -> its compare.name (its folders under models/ and reports/compare/)
+for preset in $PRESETS; do
+  NAME[$preset]=$("$PY" -c "import sys; from pgrpo.experiments.compare import load_compare; print(load_compare(sys.argv[1]).name)" "$preset")
+done
 for seed in $SEEDS; do
   for preset in $PRESETS; do
-    name=$(name_of "$preset")
+    name=${NAME[$preset]}
     if [ -f "models/compare/$name/seed$seed/pruned.json" ]; then
       echo "== seed $seed, $preset: evaluated and pruned (models/compare/$name/seed$seed/pruned.json); skipped"
       continue
@@ -42,8 +43,10 @@ for seed in $SEEDS; do
 done
 # the summary over every seed evaluated so far (all ten: the pre-registered result)
 for preset in $PRESETS; do
-  name=$(name_of "$preset")
-  done_seeds=$(ls -d reports/compare/"$name"/seed*/ 2>/dev/null | while read -r d; do
-    [ -f "$d/evaluated.json" ] && basename "$d" | sed 's/seed//'; done | sort -n | paste -sd, -)
-  [ -n "$done_seeds" ] && "$PY" -m pgrpo.experiments.compare --params "$preset" --seeds "$done_seeds" --summarize-only
+  name=${NAME[$preset]}
+  done_seeds=$(for d in reports/compare/"$name"/seed*/; do
+    if [ -f "$d/evaluated.json" ]; then basename "$d" | sed 's/seed//'; fi; done | sort -n | paste -sd, -)
+  if [ -n "$done_seeds" ]; then
+    "$PY" -m pgrpo.experiments.compare --params "$preset" --seeds "$done_seeds" --summarize-only
+  fi
 done
