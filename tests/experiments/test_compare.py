@@ -294,49 +294,6 @@ def test_comparison_runs_every_seed_and_summarizes_what_they_measured(tiny_pipel
     assert "edited by hand" not in (seed_dirs(0)[1] / "report.md").read_text()
 
 
-def test_a_pruned_seed_keeps_its_summary_and_retrains_bit_for_bit(tiny_pipeline, capsys):
-    """benchmarks/llm_compare/prune_seeds.py (the pre-registered comparison's disk): an
-    evaluated seed loses its checkpoints and weights, not its summary or training curves,
-    and a deleted policy comes back from its seed with the same bytes."""
-    import importlib.util
-    import shutil
-
-    from pgrpo.experiments.compare import COMPARE_REPORTS, main, mean_curves, seed_dirs
-
-    spec = importlib.util.spec_from_file_location(
-        "prune_seeds", Path(__file__).resolve().parents[2] / "benchmarks/llm_compare/prune_seeds.py")
-    prune_seeds = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prune_seeds)
-
-    assert main(["--params", "params.yaml", "--seeds", "0"]) == 0
-    assert prune_seeds.seed_folders("") == [(seed_dirs(0)[0], seed_dirs(0)[1])]
-    kept = Path("kept")
-    shutil.copytree(seed_dirs(0)[0], kept)  # what the run left, to compare with a retraining
-    summary_before = json.loads((COMPARE_REPORTS / "summary.json").read_text())
-    assert prune_seeds.main(["", "--weights"]) == 0
-    root = seed_dirs(0)[0]
-    assert not list(root.rglob("checkpoints")) and not list(root.rglob("*.safetensors"))
-    assert (root / "grpo" / "metrics.jsonl").read_text() == (kept / "grpo" / "metrics.jsonl").read_text()
-    marker = json.loads((root / prune_seeds.PRUNED).read_text())
-    assert marker["weights_removed"] and marker["freed_bytes"] > 0
-    assert "grpo/checkpoints" in marker["removed"] and "pgrpo/model/model.safetensors" in marker["removed"]
-    # the summary over the pruned seed is unchanged, training curves included
-    assert main(["--params", "params.yaml", "--seeds", "0", "--summarize-only"]) == 0
-    summary = json.loads((COMPARE_REPORTS / "summary.json").read_text())
-    assert summary == summary_before
-    curves = mean_curves(load_compare("params.yaml"))
-    assert set(curves) == {"grpo", "pgrpo"} and all(curves.values())
-    # pruning again frees nothing more and keeps the record of what went
-    assert prune_seeds.main([""]) == 0
-    assert json.loads((root / prune_seeds.PRUNED).read_text())["removed"] == marker["removed"]
-    # without the marker, the comparison retrains the seed: the same weights, bit for bit
-    (root / prune_seeds.PRUNED).unlink()
-    assert main(["--params", "params.yaml", "--seeds", "0"]) == 0
-    for alg in ("grpo", "pgrpo"):
-        got = (root / alg / "model" / "model.safetensors").read_bytes()
-        assert got == (kept / alg / "model" / "model.safetensors").read_bytes(), alg
-
-
 def test_comparison_needs_the_shared_stages_first(tmp_path, monkeypatch, capsys):
     from pgrpo.experiments.compare import main
 
