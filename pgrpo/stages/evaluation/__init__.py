@@ -3,7 +3,7 @@
     evaluate.py         the stage: samples, scores, intervals, verdicts, outputs
     eval_config.py      EvalConfig, the `evaluate` params section
     policy_measures.py  one policy's samples, KL to the base, neutral-text likelihood
-    base_cache.py       the base policy's evaluation, computed once while its inputs hold
+    eval_cache.py       each policy's evaluation, computed once while its inputs hold
     judge.py            the judge training never sees (the persona utilities, held-out items)
     judge_curve.py      the judge on validation prompts during training (learning curves)
     metrics.py          bootstrap and t intervals, win rates, AUC, the 'helps' rule

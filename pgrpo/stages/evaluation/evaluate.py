@@ -55,7 +55,7 @@ from pgrpo.core.config import (
     read_params,
     section_from_cli,
 )
-from pgrpo.stages.evaluation import base_cache
+from pgrpo.stages.evaluation import eval_cache
 from pgrpo.stages.evaluation.eval_config import EvalConfig
 from pgrpo.core.io import atomic_outputs, read_table, write_json
 from pgrpo.stages.evaluation.judge import judge_kind, judge_scores
@@ -179,8 +179,10 @@ def measure_policy(model, tok, base_model, prompts: PromptSet, cfg: EvalConfig,
 def score_policies(cfg: EvalConfig, policy: PolicyConfig, names: list[str], policy_root: Path,
                    prompts: PromptSet, judge, reward_fn, val_prompts: PromptSet | None = None,
                    base_key: str | None = None) -> tuple[dict, dict, list[dict]]:
-    """Sample and score every policy ("base" = policy.model; read from the base cache under
-    `base_key` when it holds that record, pgrpo.stages.evaluation.base_cache). Returns
+    """Sample and score every policy ("base" = policy.model). With a `base_key`, each
+    policy's measurement is read from the evaluation cache where it holds one and stored
+    there when made (pgrpo.stages.evaluation.eval_cache): a rerun after a stop measures
+    only the policies it had not reached. Returns
     (scores per policy for pgrpo.stages.evaluation.metrics.policy_summaries,
     {policy: kl_to_base, neutral_loglik[, val_mean_reward]}, sample rows)."""
     g, lines = cfg.samples_per_prompt, read_neutral(cfg.neutral_text)
@@ -192,15 +194,19 @@ def score_policies(cfg: EvalConfig, policy: PolicyConfig, names: list[str], poli
     scores, extra, samples = {}, {}, []
     for name in tqdm(names, desc="evaluate policies", dynamic_ncols=True):
         if name == "base":
-            m = base_cache.load(base_key) or base_cache.save(base_key, measure_policy(
+            m = eval_cache.load(base_key) or eval_cache.save(base_key, measure_policy(
                 base_model, base_tok, None, prompts, cfg, policy, judge, reward_fn, lines,
                 val_prompts))
         else:
-            model, tok = load_policy(str(policy_root / name / "model"))
-            model.to(device).eval()
-            m = measure_policy(model, tok, base_model, prompts, cfg, policy, judge, reward_fn,
-                               lines, val_prompts)
-            del model
+            key = eval_cache.policy_key(base_key, policy_root / name / "model")
+            m = eval_cache.load(key)
+            if m is None:
+                model, tok = load_policy(str(policy_root / name / "model"))
+                model.to(device).eval()
+                m = eval_cache.save(key, measure_policy(model, tok, base_model, prompts, cfg,
+                                                        policy, judge, reward_fn, lines,
+                                                        val_prompts))
+                del model
         learned = np.asarray(m["learned"], dtype=float)
         judged = None if m["judge"] is None else np.asarray(m["judge"], dtype=float)
         scores[name] = {"judge": judged, "learned": learned}
@@ -219,9 +225,9 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
              policy_root: str | Path = paths.MODELS / "policy",
              reports_dir: str | Path = paths.REPORTS, fingerprint: dict | None = None) -> dict:
     """Evaluate the base policy and every algorithm's; write OUTPUTS; return metrics.json's dict.
-    `fingerprint` (the hashes of the code this runs): with it, the base policy's evaluation
-    is computed once and reused while its inputs, settings and code are unchanged
-    (pgrpo.stages.evaluation.base_cache); without it, computed every time."""
+    `fingerprint` (the hashes of the code this runs): with it, each policy's evaluation (the
+    base's too) is computed once and reused while its inputs, settings and code are
+    unchanged (pgrpo.stages.evaluation.eval_cache); without it, computed every time."""
     from pgrpo.stages.reward.reward_model import GroupRewardFn
     from pgrpo.core.metric_log import read_metrics
 
@@ -243,7 +249,7 @@ def evaluate(cfg: EvalConfig, policy: PolicyConfig, algorithms: list[str],
     val_prompts = eval_prompts(processed_dir / "prompts.parquet", groups_path,
                                cfg.val_prompts_per_group, cfg.seed, role="val") \
         if cfg.val_prompts_per_group else None
-    key = base_cache.base_key(cfg, policy, processed_dir, reward_dir, fingerprint)
+    key = eval_cache.base_key(cfg, policy, processed_dir, reward_dir, fingerprint)
     scores, extra, samples = score_policies(cfg, policy, ["base", *algorithms], policy_root,
                                             prompts, judge, reward_fn, val_prompts, key)
 

@@ -1,10 +1,12 @@
-"""The base policy's evaluation, computed once and reused while nothing it depends on changes.
+"""Each policy's evaluation, computed once and reused while nothing it depends on changes.
 
-Every evaluation samples and scores the base model on the same prompts with the same
-seeds: in a comparison, once per policy seed, though its result is the same each time
-(pgrpo.experiments.compare evaluates a seed's policies against the same base). Its
-completions, judge and learned rewards, neutral-text likelihood and validation reward are
-stored under a key of everything they depend on:
+Measuring a policy (its samples, judge and learned rewards, KL to the base, neutral-text
+likelihood, validation reward) is most of the evaluate stage. Two kinds of rerun repeat it
+for nothing, and both are routine:
+- the base policy: every evaluation samples and scores it on the same prompts with the same
+  seeds; in a comparison once per policy seed (pgrpo.experiments.compare), the same each time;
+- a stopped evaluation (a kill, a lost machine): the policies measured before the stop.
+So each measurement is stored under a key of everything it depends on:
 
 - the base model's files, the prompt, group and judge tables, the reward model's files;
 - the `evaluate` settings that change a sample or a score (not the interval and verdict
@@ -12,13 +14,16 @@ stored under a key of everything they depend on:
   neutral text;
 - the code that computes them: the caller's `fingerprint` (the pipeline passes the hashes
   of the code the evaluate stage runs, as it does for a checkpoint's). Without one nothing
-  is cached: a result the current code did not produce is never served.
+  is cached: a result the current code did not produce is never served;
+- for a trained policy, also its model folder's files (`policy_key`).
 
-A record is a JSON file named by its key under $PGRPO_CACHE/base_eval (written whole, then
-renamed): a changed input is a new key, never a stale hit.
+A record is a JSON file named by its key under $PGRPO_CACHE/policy_eval (written whole,
+then renamed, so a kill mid-write leaves no record): a changed input is a new key, never a
+stale hit.
 
     key = base_key(cfg, policy, processed_dir, reward_dir, {"code": code_hashes("evaluate")})
-    record = load(key) or save(key, compute())
+    record = load(key) or save(key, compute())                       # the base
+    record = load(policy_key(key, model_dir)) or save(..., compute())  # a trained policy
 """
 
 from __future__ import annotations
@@ -57,8 +62,18 @@ def base_key(cfg, policy, processed_dir: Path, reward_dir: Path,
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def policy_key(base: str | None, model_dir: Path) -> str | None:
+    """The key of a trained policy's evaluation record: the base's key (every input and
+    setting the measurement shares with the base's, the base model among them, since KL is
+    measured against it) and the policy's own files. None where the base's key is None."""
+    if base is None:
+        return None
+    record = {"base": base, "policy": path_sha256(model_dir)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
 def _path(key: str) -> Path:
-    return cache_dir() / "base_eval" / f"{key}.json"
+    return cache_dir() / "policy_eval" / f"{key}.json"
 
 
 def load(key: str | None) -> dict | None:
