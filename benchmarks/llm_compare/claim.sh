@@ -13,10 +13,15 @@
 # policies' weights too (the reports, samples and training metrics stay; a policy is retrained
 # bit for bit from its seed), PRUNE=none keeps all. A pruned seed is skipped here: its
 # trainings can no longer be told finished (they would start over).
+# ARCHIVE=<dir>: a folder that outlives this machine. Each pruned seed is copied there, and a
+# rerun first copies back the archived seeds this checkout lacks, so a lost machine costs only
+# the seed in progress (2026-12-07: one lost 5 seed-rewards, ~4 h, kept in ignored folders).
+#   PRUNE=weights ARCHIVE=/mnt/keep/claim bash benchmarks/llm_compare/claim.sh
 set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
 SEEDS=${SEEDS:-0 1 2 3 4 5 6 7 8 9}
 PRUNE=${PRUNE:-checkpoints}
+ARCHIVE=${ARCHIVE:-}
 HERE=$(cd "$(dirname "$0")" && pwd)  # prune_seeds.py beside this script (stdlib only)
 PRESETS="configs/claim.yaml configs/claim_judge.yaml"
 case "$PRUNE" in
@@ -27,6 +32,10 @@ declare -A NAME  # preset -> its compare.name (its folders under models/ and rep
 for preset in $PRESETS; do
   NAME[$preset]=$("$PY" -c "import sys; from pgrpo.experiments.compare import load_compare; print(load_compare(sys.argv[1]).name)" "$preset")
 done
+if [ -n "$ARCHIVE" ]; then
+  if [ "$PRUNE" = none ]; then echo "claim.sh: ARCHIVE keeps pruned seeds only: set PRUNE too" >&2; exit 2; fi
+  for preset in $PRESETS; do "$PY" "$HERE/prune_seeds.py" "${NAME[$preset]}" --restore "$ARCHIVE"; done
+fi
 for seed in $SEEDS; do
   for preset in $PRESETS; do
     name=${NAME[$preset]}
@@ -37,7 +46,8 @@ for seed in $SEEDS; do
     echo "== seed $seed, $preset"
     "$PY" -m pgrpo.experiments.compare --params "$preset" --seeds "$seed"
     if [ "$PRUNE" != none ]; then
-      "$PY" "$HERE/prune_seeds.py" "$name" $weights_flag  # unquoted: empty adds no argument
+      # unquoted: an empty flag adds no argument
+      "$PY" "$HERE/prune_seeds.py" "$name" $weights_flag ${ARCHIVE:+--archive "$ARCHIVE"}
     fi
   done
 done

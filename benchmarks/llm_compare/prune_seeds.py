@@ -18,6 +18,14 @@ removing pruned.json (training is deterministic by seed on these CPUs).
 
 A pruned seed cannot be checked any more the way pgrpo.experiments.compare checks a seed
 (its trainings would start over), so claim.sh skips every seed that has pruned.json.
+With --archive DIR, each pruned seed (then small: reports, samples, metrics; no checkpoints)
+is also copied to DIR, a folder that outlives this machine (another disk, a mounted share):
+a lost machine then costs only the seed in progress, not the hours before it.
+
+    python benchmarks/llm_compare/prune_seeds.py claim_learned --weights --archive /mnt/keep
+    python benchmarks/llm_compare/prune_seeds.py claim_learned --restore /mnt/keep   # new machine
+
+--restore copies back every archived seed this checkout lacks, so claim.sh skips it again.
 Standard library only: it runs beside any pinned worktree's code.
 """
 
@@ -75,13 +83,64 @@ def prune_seed(models: Path, weights: bool = False) -> dict:
     return {"seed": models.name, "freed_bytes": freed, "removed": len(removed)}
 
 
+def copy_folder(src: Path, dst: Path) -> None:
+    """dst becomes a copy of src, all or nothing: copied beside it, then renamed into place."""
+    tmp = dst.with_name(dst.name + ".copying")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+def archive_seeds(name: str, archive: Path, root: Path = Path(".")) -> list[str]:
+    """Copy every pruned seed of `name` (models and reports folders) to `archive`, laid out as
+    under root; a seed already there with the same pruned.json is left as it is."""
+    done = []
+    for models, reports in seed_folders(name, root):
+        marker = models / PRUNED
+        if not marker.is_file():
+            continue  # not pruned: checkpoints and weights too big to archive, and not final
+        there = archive / models.relative_to(root)
+        if (there / PRUNED).is_file() and (there / PRUNED).read_bytes() == marker.read_bytes():
+            continue
+        there.parent.mkdir(parents=True, exist_ok=True)
+        (archive / reports.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+        copy_folder(reports, archive / reports.relative_to(root))
+        copy_folder(models, there)  # last: its pruned.json says the seed is complete there
+        done.append(models.name)
+    return done
+
+
+def restore_seeds(name: str, archive: Path, root: Path = Path(".")) -> list[str]:
+    """Copy back from `archive` every archived seed of `name` that root lacks (no pruned.json)."""
+    done = []
+    for models, reports in seed_folders(name, archive):
+        here = root / models.relative_to(archive)
+        if not (models / PRUNED).is_file() or (here / PRUNED).is_file():
+            continue
+        for src in (reports, models):  # models last: its pruned.json marks the seed done
+            dst = root / src.relative_to(archive)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            copy_folder(src, dst)
+        done.append(models.name)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("name", help="the comparison's compare.name (its folder under models/compare/)")
     ap.add_argument("--weights", action="store_true",
                     help="also delete the evaluated policies' weights (retrain by seed to restore)")
     ap.add_argument("--root", type=Path, default=Path("."), help="the repository (default: here)")
+    ap.add_argument("--archive", type=Path, metavar="DIR",
+                    help="after pruning, copy each pruned seed to DIR (a folder that outlives this machine)")
+    ap.add_argument("--restore", type=Path, metavar="DIR",
+                    help="only copy back from DIR the archived seeds this checkout lacks; prune nothing")
     args = ap.parse_args(argv)
+    if args.restore:
+        for seed in restore_seeds(args.name, args.restore, args.root):
+            print(f"{args.name}/{seed}: restored from {args.restore}")
+        return 0
     seeds = seed_folders(args.name, args.root)
     if not seeds:
         print(f"prune_seeds: no evaluated seed of {args.name!r} under {args.root.resolve()}",
@@ -90,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         done = prune_seed(models, args.weights)
         print(f"{args.name}/{done['seed']}: {done['removed']} removed, "
               f"{done['freed_bytes'] / 1e9:.1f} GB freed")
+    if args.archive:
+        for seed in archive_seeds(args.name, args.archive, args.root):
+            print(f"{args.name}/{seed}: archived to {args.archive}")
     return 0
 
 

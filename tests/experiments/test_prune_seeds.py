@@ -3,7 +3,8 @@
     python -m pytest -q tests/experiments/test_prune_seeds.py
 
 On a real tiny comparison (test_compare's fixture): the checkpoints and weights go, the
-summary and training curves stay, and a deleted policy retrains to the same bytes.
+summary and training curves stay, an archived seed comes back after the machine is lost,
+and a deleted policy retrains to the same bytes.
 """
 
 import importlib.util
@@ -32,7 +33,8 @@ def test_a_pruned_seed_keeps_its_summary_and_retrains_bit_for_bit(tiny_pipeline,
     kept = Path("kept")
     shutil.copytree(seed_dirs(0)[0], kept)  # what the run left, to compare with a retraining
     summary_before = json.loads((COMPARE_REPORTS / "summary.json").read_text())
-    assert prune_seeds.main(["", "--weights"]) == 0
+    archive = Path("elsewhere")  # a folder that outlives the machine
+    assert prune_seeds.main(["", "--weights", "--archive", str(archive)]) == 0
     root = seed_dirs(0)[0]
     assert not list(root.rglob("checkpoints")) and not list(root.rglob("*.safetensors"))
     assert (root / "grpo" / "metrics.jsonl").read_text() == (kept / "grpo" / "metrics.jsonl").read_text()
@@ -45,6 +47,14 @@ def test_a_pruned_seed_keeps_its_summary_and_retrains_bit_for_bit(tiny_pipeline,
     assert summary == summary_before
     curves = mean_curves(load_compare("params.yaml"))
     assert set(curves) == {"grpo", "pgrpo"} and all(curves.values())
+    # the machine is lost: only the archive is left, and the restored seed summarizes the same
+    assert (archive / root / prune_seeds.PRUNED).is_file() and not list(archive.rglob("*.safetensors"))
+    shutil.rmtree(root), shutil.rmtree(seed_dirs(0)[1])
+    assert prune_seeds.main(["", "--restore", str(archive)]) == 0
+    assert (root / prune_seeds.PRUNED).read_text() == json.dumps(marker, indent=2)
+    assert main(["--params", "params.yaml", "--seeds", "0", "--summarize-only"]) == 0
+    assert json.loads((COMPARE_REPORTS / "summary.json").read_text()) == summary_before
+    assert prune_seeds.restore_seeds("", archive) == []  # nothing lacking: nothing copied
     # pruning again frees nothing more and keeps the record of what went
     assert prune_seeds.main([""]) == 0
     assert json.loads((root / prune_seeds.PRUNED).read_text())["removed"] == marker["removed"]
