@@ -26,6 +26,8 @@ a lost machine then costs only the seed in progress, not the hours before it.
     python benchmarks/llm_compare/prune_seeds.py claim_learned --restore /mnt/keep   # new machine
 
 --restore copies back every archived seed this checkout lacks, so claim.sh skips it again.
+The seeds' inputs (data/processed, models/reward) are archived once beside them and restored
+too; a checkout that holds other ones stops the restore (its seeds would not be comparable).
 Standard library only: it runs beside any pinned worktree's code.
 """
 
@@ -39,6 +41,10 @@ import time
 from pathlib import Path
 
 PRUNED = "pruned.json"  # in models/compare/<name>/seed<s>/
+# What every seed trains on, archived once beside the seeds: a reward model retrained on
+# another machine can differ in its last bits (seen 2026-12-07: eval loss 0.4705025 against
+# 0.4705044), and seeds trained on two reward models are not one comparison.
+INPUTS = ("data/processed", "models/reward")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
 
@@ -92,6 +98,44 @@ def copy_folder(src: Path, dst: Path) -> None:
     tmp.rename(dst)
 
 
+def same_files(a: Path, b: Path) -> bool:
+    """Whether folders a and b hold the same files with the same bytes."""
+    names = sorted(f.relative_to(a) for f in a.rglob("*") if f.is_file())
+    if names != sorted(f.relative_to(b) for f in b.rglob("*") if f.is_file()):
+        return False
+    return all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def archive_inputs(archive: Path, root: Path = Path(".")) -> list[str]:
+    """Copy INPUTS to `archive` unless it holds them already; returns those copied."""
+    done = []
+    for rel in INPUTS:
+        if (root / rel).is_dir() and not (archive / rel).is_dir():
+            (archive / rel).parent.mkdir(parents=True, exist_ok=True)
+            copy_folder(root / rel, archive / rel)
+            done.append(rel)
+    return done
+
+
+def restore_inputs(archive: Path, root: Path = Path(".")) -> list[str]:
+    """Copy back the archived INPUTS that root lacks; stop where root holds other ones."""
+    done = []
+    for rel in INPUTS:
+        if not (archive / rel).is_dir():
+            continue
+        if (root / rel).is_dir():
+            if not same_files(root / rel, archive / rel):
+                raise SystemExit(
+                    f"prune_seeds: {root / rel} differs from {archive / rel}, which the archived "
+                    f"seeds were trained on: remove {root / rel} to have it restored from the "
+                    f"archive, or give another archive")
+            continue
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        copy_folder(archive / rel, root / rel)
+        done.append(rel)
+    return done
+
+
 def archive_seeds(name: str, archive: Path, root: Path = Path(".")) -> list[str]:
     """Copy every pruned seed of `name` (models and reports folders) to `archive`, laid out as
     under root; a seed already there with the same pruned.json is left as it is."""
@@ -138,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only copy back from DIR the archived seeds this checkout lacks; prune nothing")
     args = ap.parse_args(argv)
     if args.restore:
+        for rel in restore_inputs(args.restore, args.root):
+            print(f"{rel}: restored from {args.restore}")
         for seed in restore_seeds(args.name, args.restore, args.root):
             print(f"{args.name}/{seed}: restored from {args.restore}")
         return 0
@@ -150,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.name}/{done['seed']}: {done['removed']} removed, "
               f"{done['freed_bytes'] / 1e9:.1f} GB freed")
     if args.archive:
+        for rel in archive_inputs(args.archive, args.root):
+            print(f"{rel}: archived to {args.archive}")
         for seed in archive_seeds(args.name, args.archive, args.root):
             print(f"{args.name}/{seed}: archived to {args.archive}")
     return 0

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from test_compare import tiny_pipeline  # noqa: F401 - the fixture
 
 from pgrpo.experiments.compare import load_compare
@@ -48,13 +49,24 @@ def test_a_pruned_seed_keeps_its_summary_and_retrains_bit_for_bit(tiny_pipeline,
     curves = mean_curves(load_compare("params.yaml"))
     assert set(curves) == {"grpo", "pgrpo"} and all(curves.values())
     # the machine is lost: only the archive is left, and the restored seed summarizes the same
-    assert (archive / root / prune_seeds.PRUNED).is_file() and not list(archive.rglob("*.safetensors"))
-    shutil.rmtree(root), shutil.rmtree(seed_dirs(0)[1])
+    assert (archive / root / prune_seeds.PRUNED).is_file()
+    assert not list((archive / "models/compare").rglob("*.safetensors"))  # weights: the reward model's alone
+    reward_before = {f.name: f.read_bytes() for f in Path("models/reward").iterdir()}
+    for lost in (root, seed_dirs(0)[1], Path("models/reward"), Path("data/processed")):
+        shutil.rmtree(lost)
     assert prune_seeds.main(["", "--restore", str(archive)]) == 0
+    assert {f.name: f.read_bytes() for f in Path("models/reward").iterdir()} == reward_before
     assert (root / prune_seeds.PRUNED).read_text() == json.dumps(marker, indent=2)
     assert main(["--params", "params.yaml", "--seeds", "0", "--summarize-only"]) == 0
     assert json.loads((COMPARE_REPORTS / "summary.json").read_text()) == summary_before
     assert prune_seeds.restore_seeds("", archive) == []  # nothing lacking: nothing copied
+    # a checkout whose reward model is another one (retrained) is refused, and left as it is
+    with open("models/reward/metrics.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(SystemExit, match="models/reward differs"):
+        prune_seeds.main(["", "--restore", str(archive)])
+    assert Path("models/reward/metrics.json").read_bytes() == reward_before["metrics.json"] + b" "
+    Path("models/reward/metrics.json").write_bytes(reward_before["metrics.json"])
     # pruning again frees nothing more and keeps the record of what went
     assert prune_seeds.main([""]) == 0
     assert json.loads((root / prune_seeds.PRUNED).read_text())["removed"] == marker["removed"]
