@@ -89,11 +89,11 @@ def prune_seed(models: Path, weights: bool = False) -> dict:
     return {"seed": models.name, "freed_bytes": freed, "removed": len(removed)}
 
 
-def copy_folder(src: Path, dst: Path) -> None:
+def copy_folder(src: Path, dst: Path, ignore=None) -> None:
     """dst becomes a copy of src, all or nothing: copied beside it, then renamed into place."""
     tmp = dst.with_name(dst.name + ".copying")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
+    shutil.copytree(src, tmp, ignore=ignore)
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
 
@@ -136,6 +136,15 @@ def restore_inputs(archive: Path, root: Path = Path(".")) -> list[str]:
     return done
 
 
+def weightless_models(folder: str, names: list[str]) -> list[str]:
+    """copytree's ignore: a policy folder whose weights were pruned (its config and tokenizer,
+    3.5 MB a policy, of no use without them; retraining brings all back)."""
+    model = Path(folder) / "model"
+    if "model" in names and not any(f.suffix in WEIGHT_SUFFIXES for f in model.iterdir()):
+        return ["model"]
+    return []
+
+
 def archive_seeds(name: str, archive: Path, root: Path = Path(".")) -> list[str]:
     """Copy every pruned seed of `name` (models and reports folders) to `archive`, laid out as
     under root; a seed already there with the same pruned.json is left as it is."""
@@ -150,7 +159,7 @@ def archive_seeds(name: str, archive: Path, root: Path = Path(".")) -> list[str]
         there.parent.mkdir(parents=True, exist_ok=True)
         (archive / reports.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
         copy_folder(reports, archive / reports.relative_to(root))
-        copy_folder(models, there)  # last: its pruned.json says the seed is complete there
+        copy_folder(models, there, weightless_models)  # last: its pruned.json says the seed is complete
         done.append(models.name)
     return done
 

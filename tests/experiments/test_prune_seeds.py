@@ -51,6 +51,7 @@ def test_a_pruned_seed_keeps_its_summary_and_retrains_bit_for_bit(tiny_pipeline,
     # the machine is lost: only the archive is left, and the restored seed summarizes the same
     assert (archive / root / prune_seeds.PRUNED).is_file()
     assert not list((archive / "models/compare").rglob("*.safetensors"))  # weights: the reward model's alone
+    assert not list((archive / "models/compare").rglob("model"))  # a policy without weights: not kept
     reward_before = {f.name: f.read_bytes() for f in Path("models/reward").iterdir()}
     for lost in (root, seed_dirs(0)[1], Path("models/reward"), Path("data/processed")):
         shutil.rmtree(lost)
