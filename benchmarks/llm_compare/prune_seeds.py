@@ -76,6 +76,8 @@ def prune_seed(models: Path, weights: bool = False) -> dict:
                 t.unlink()
             removed.append(str(t.relative_to(models)))
     marker = models / PRUNED
+    if marker.is_file() and not removed:
+        return {"seed": models.name, "freed_bytes": 0, "removed": 0}  # its record stays as it is
     previous = json.loads(marker.read_text()) if marker.is_file() else {"removed": [], "freed_bytes": 0}
     record = {"removed": previous["removed"] + removed,
               "freed_bytes": previous["freed_bytes"] + freed,
