@@ -41,9 +41,10 @@ import time
 from pathlib import Path
 
 PRUNED = "pruned.json"  # in models/compare/<name>/seed<s>/
-# What every seed trains on, archived once beside the seeds: a reward model retrained on
-# another machine can differ in its last bits (seen 2026-12-07: eval loss 0.4705025 against
-# 0.4705044), and seeds trained on two reward models are not one comparison.
+# What every seed trains on, archived once beside the seeds: a reward model trained at
+# another commit can differ in its last bits (seen 2026-12-07: eval loss 0.4705025 against
+# 0.4705044; at one commit it retrains byte-identical), and seeds trained on two reward
+# models are not one comparison.
 INPUTS = ("data/processed", "models/reward")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
 
@@ -93,6 +94,7 @@ def prune_seed(models: Path, weights: bool = False) -> dict:
 
 def copy_folder(src: Path, dst: Path, ignore=None) -> None:
     """dst becomes a copy of src, all or nothing: copied beside it, then renamed into place."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".copying")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=ignore)
@@ -113,7 +115,6 @@ def archive_inputs(archive: Path, root: Path = Path(".")) -> list[str]:
     done = []
     for rel in INPUTS:
         if (root / rel).is_dir() and not (archive / rel).is_dir():
-            (archive / rel).parent.mkdir(parents=True, exist_ok=True)
             copy_folder(root / rel, archive / rel)
             done.append(rel)
     return done
@@ -132,7 +133,6 @@ def restore_inputs(archive: Path, root: Path = Path(".")) -> list[str]:
                     f"seeds were trained on: remove {root / rel} to have it restored from the "
                     f"archive, or give another archive")
             continue
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
         copy_folder(archive / rel, root / rel)
         done.append(rel)
     return done
@@ -148,9 +148,10 @@ def weightless_models(folder: str, names: list[str]) -> list[str]:
 
 
 def archive_seeds(name: str, archive: Path, root: Path = Path(".")) -> list[str]:
-    """Copy every pruned seed of `name` (models and reports folders) to `archive`, laid out as
-    under root; a seed already there with the same pruned.json is left as it is."""
-    done = []
+    """Copy INPUTS (once) and every pruned seed of `name` (models and reports folders) to
+    `archive`, laid out as under root; a seed already there with the same pruned.json is left
+    as it is. Returns what was copied."""
+    done = archive_inputs(archive, root)
     for models, reports in seed_folders(name, root):
         marker = models / PRUNED
         if not marker.is_file():
@@ -158,26 +159,23 @@ def archive_seeds(name: str, archive: Path, root: Path = Path(".")) -> list[str]
         there = archive / models.relative_to(root)
         if (there / PRUNED).is_file() and (there / PRUNED).read_bytes() == marker.read_bytes():
             continue
-        there.parent.mkdir(parents=True, exist_ok=True)
-        (archive / reports.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
         copy_folder(reports, archive / reports.relative_to(root))
         copy_folder(models, there, weightless_models)  # last: its pruned.json says the seed is complete
-        done.append(models.name)
+        done.append(f"{name}/{models.name}")
     return done
 
 
 def restore_seeds(name: str, archive: Path, root: Path = Path(".")) -> list[str]:
-    """Copy back from `archive` every archived seed of `name` that root lacks (no pruned.json)."""
-    done = []
+    """Copy back from `archive` the INPUTS and every archived seed of `name` that root lacks
+    (no pruned.json); stop where root holds other INPUTS. Returns what was copied."""
+    done = restore_inputs(archive, root)
     for models, reports in seed_folders(name, archive):
         here = root / models.relative_to(archive)
         if not (models / PRUNED).is_file() or (here / PRUNED).is_file():
             continue
         for src in (reports, models):  # models last: its pruned.json marks the seed done
-            dst = root / src.relative_to(archive)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            copy_folder(src, dst)
-        done.append(models.name)
+            copy_folder(src, root / src.relative_to(archive))
+        done.append(f"{name}/{models.name}")
     return done
 
 
@@ -193,10 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only copy back from DIR the archived seeds this checkout lacks; prune nothing")
     args = ap.parse_args(argv)
     if args.restore:
-        for rel in restore_inputs(args.restore, args.root):
-            print(f"{rel}: restored from {args.restore}")
-        for seed in restore_seeds(args.name, args.restore, args.root):
-            print(f"{args.name}/{seed}: restored from {args.restore}")
+        for what in restore_seeds(args.name, args.restore, args.root):
+            print(f"{what}: restored from {args.restore}")
         return 0
     seeds = seed_folders(args.name, args.root)
     if not seeds:
@@ -207,10 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.name}/{done['seed']}: {done['removed']} removed, "
               f"{done['freed_bytes'] / 1e9:.1f} GB freed")
     if args.archive:
-        for rel in archive_inputs(args.archive, args.root):
-            print(f"{rel}: archived to {args.archive}")
-        for seed in archive_seeds(args.name, args.archive, args.root):
-            print(f"{args.name}/{seed}: archived to {args.archive}")
+        for what in archive_seeds(args.name, args.archive, args.root):
+            print(f"{what}: archived to {args.archive}")
     return 0
 
 
