@@ -17,13 +17,20 @@
 # rerun first copies back the archived seeds this checkout lacks, so a lost machine costs only
 # the seed in progress (2026-12-07: one lost 5 seed-rewards, ~4 h, kept in ignored folders).
 #   PRUNE=weights ARCHIVE=/mnt/keep/claim bash benchmarks/llm_compare/claim.sh
+# Two cores, one process per reward: two processes of one thread each did 1.3x the training
+# steps of one process of two threads (2026-12-07, benchmarks/llm_compare/README.md), so:
+#   PRESETS=configs/claim_judge.yaml OMP_NUM_THREADS=1 taskset -c 0 bash .../claim.sh &
+#   PRESETS=configs/claim.yaml       OMP_NUM_THREADS=1 taskset -c 1 bash .../claim.sh &
+# The thread count sets the float rounding, hence the samples: a seed's is stamped in
+# models/compare/<name>/seed<s>/threads.txt when it starts, and a resume with another is refused.
 set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
 SEEDS=${SEEDS:-0 1 2 3 4 5 6 7 8 9}
 PRUNE=${PRUNE:-checkpoints}
 ARCHIVE=${ARCHIVE:-}
 HERE=$(cd "$(dirname "$0")" && pwd)  # prune_seeds.py beside this script (stdlib only)
-PRESETS="configs/claim.yaml configs/claim_judge.yaml"
+PRESETS=${PRESETS:-configs/claim.yaml configs/claim_judge.yaml}
+THREADS=${OMP_NUM_THREADS:-default}  # default: torch's, one thread a core
 case "$PRUNE" in
   none|checkpoints) weights_flag="" ;; weights) weights_flag="--weights" ;;
   *) echo "claim.sh: PRUNE must be none, checkpoints or weights, not '$PRUNE'" >&2; exit 2 ;;
@@ -43,7 +50,14 @@ for seed in $SEEDS; do
       echo "== seed $seed, $preset: evaluated and pruned (models/compare/$name/seed$seed/pruned.json); skipped"
       continue
     fi
-    echo "== seed $seed, $preset"
+    stamp=models/compare/$name/seed$seed/threads.txt
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" != "$THREADS" ]; then
+      echo "claim.sh: seed $seed of $name started with OMP_NUM_THREADS=$(cat "$stamp"), this is $THREADS:" \
+        "resume it with the same (the thread count sets the float rounding, hence the samples)" >&2
+      exit 2
+    fi
+    mkdir -p "$(dirname "$stamp")" && echo "$THREADS" > "$stamp"
+    echo "== seed $seed, $preset (OMP_NUM_THREADS=$THREADS)"
     "$PY" -m pgrpo.experiments.compare --params "$preset" --seeds "$seed"
     if [ "$PRUNE" != none ]; then
       # unquoted: an empty flag adds no argument
