@@ -115,7 +115,10 @@ def render(summaries: list[tuple[str, dict, list[int]]]) -> str:
             lines += ["", "Training helps the users (the report's run-by-run rule) in: " + ", ".join(
                 f"{a} {h['helps_in']} of {h['n_judged']} runs" for a, h in helps.items()) + "."]
         lines.append("")
-    lines += ["\\* if the estimate and its spread over seeds held (a planning number).", "",
+    lines += [("\\* if the estimate and its spread over seeds held (a planning number). The answer "
+              "is endpoint 1's verdict; the other primary endpoints stand as they fall, without a "
+              "correction for multiplicity (six primary verdicts at 95 %: one of them alone is "
+              "not read as a finding)."), "",
               "**What to use.**"]
     if not all(complete(s, seeds) for _, s, seeds in summaries):
         return "\n".join(lines + ["Not yet: the comparison has not run all its seeds.", ""])
