@@ -48,7 +48,7 @@ from pgrpo.core.io import atomic_outputs, write_json
 
 COMPARE_MODELS = paths.MODELS / "compare"
 COMPARE_REPORTS = paths.REPORTS / "compare"
-OUTPUTS = ["summary.json", "report.md", "figures/final_rewards.png",
+OUTPUTS = ["summary.json", "report.md", "figures/final_rewards.png", "figures/gains_over_base.png",
            "figures/differences.png", "figures/group_rewards.png"]
 DEFAULT_ALGORITHMS = {
     "grpo": {"advantage": "grpo"},                                   # per-prompt baseline, group std
@@ -241,8 +241,13 @@ def write_summary(runs: dict[str, dict], cfg: CompareConfig,
     """summary.json, report.md and the figures of OUTPUTS (in reports/compare/<name>/ unless
     reports_dir), all or nothing. The training curves are averaged from
     models/compare/<name>/seed*/ (curves_from_seeds), else left empty."""
-    from pgrpo.experiments.compare_summary import render_comparison, summarize_runs
-    from pgrpo.stages.evaluation.plots import plot_differences, plot_final_rewards, plot_group_rewards
+    from pgrpo.experiments.compare_summary import gains_over_base, render_comparison, summarize_runs
+    from pgrpo.stages.evaluation.metrics import JUDGE_CURVE_KEY, curve_key
+    from pgrpo.stages.evaluation.plots import (
+        plot_differences,
+        plot_final_rewards,
+        plot_group_rewards,
+    )
 
     reports_dir = reports_root(cfg.name) if reports_dir is None else reports_dir
     summary = summarize_runs(runs, cfg.reference, cfg.method, cfg.ablation, cfg.level, cfg.margin)
@@ -253,20 +258,31 @@ def write_summary(runs: dict[str, dict], cfg: CompareConfig,
     diffs = {name: {g: d for g, d in v["groups"].items()}
              for name, v in summary["differences"].items()}
     curves = mean_curves(cfg) if curves_from_seeds else {}
-    with atomic_outputs(*(reports_dir / n for n in OUTPUTS)) as (js, md, final, diff, curve):
+    judged = bool(curves) and all(curve_key(rows) == JUDGE_CURVE_KEY for rows in curves.values())
+    runs_n = summary["n_runs"]
+    with atomic_outputs(*(reports_dir / f for f in OUTPUTS)) as (js, md, final, gains, diff,
+                                                                 curve):
         write_json(js, summary)
         md.write_text(render_comparison(summary), encoding="utf-8")
         plot_final_rewards(bars, sizes, final, title=f"Per-group judge reward, mean over "
-                           f"{summary['n_runs']} runs ({pct}% t-interval)")
+                           f"{runs_n} runs ({pct}% t-interval)")
+        plot_differences(gains_over_base(summary), sizes, gains, xlabel="gain over the base "
+                         "model in judge reward", title=f"Gain over the base per group (mean over "
+                         f"{runs_n} runs, {pct}% t-interval)")
         plot_differences(diffs, sizes, diff, title=f"Paired per-group differences (mean over "
-                         f"{summary['n_runs']} runs, {pct}% t-interval)")
+                         f"{runs_n} runs, {pct}% t-interval)")
+        # the judge on validation prompts where every algorithm logged it (policy.judge_every),
+        # else the training batch reward, which a policy can raise by hacking a learned reward
         plot_group_rewards(curves, sizes, curve, summary["settings"]["smooth_window"],
-                           ylabel="batch reward, mean over runs")
+                           ylabel="judge reward, validation prompts, mean over runs" if judged
+                           else None)  # None: the plot names each source it drew
     return summary
 
 
 def mean_curves(cfg: CompareConfig) -> dict[str, list[dict]]:
-    """Per algorithm, metrics.jsonl-like rows averaged over the seeds that have them."""
+    """Per algorithm, metrics.jsonl-like rows averaged over the seeds that have them: the
+    per-group training batch reward and, where the runs logged it, the judge's curve on
+    validation prompts (each key over the seeds that have it at that step)."""
     import numpy as np
 
     from pgrpo.core.metric_log import read_metrics
@@ -281,7 +297,7 @@ def mean_curves(cfg: CompareConfig) -> dict[str, list[dict]]:
         for run in rows:
             for r in run:
                 for k, v in r.items():
-                    if k.startswith("train/reward/") and v is not None:
+                    if k.startswith(("train/reward/", "judge/reward/")) and v is not None:
                         by_step.setdefault(int(r["step"]), {}).setdefault(k, []).append(v)
         out[alg] = [{"step": s, **{k: float(np.mean(v)) for k, v in ks.items()}}
                     for s, ks in sorted(by_step.items())]

@@ -210,6 +210,18 @@ def summarize_runs(runs: Mapping[str, dict], reference: str = "grpo", method: st
             "differences": diffs, "claims": claims}
 
 
+def gains_over_base(summary: dict) -> dict[str, dict[str, dict]]:
+    """{"<policy> - base": {group: {mean, ci_low, ci_high, n, missing}}}: each trained policy's
+    per-group gain over the base model, paired within a run, with the summary's t-interval
+    over runs (from the per-run group rewards the summary keeps)."""
+    policies, level = summary["policies"], summary["level"]
+    base = policies["base"]["groups"]
+    return {f"{p} - base": {
+        g: _interval([None if x is None or b is None else x - b
+                      for x, b in zip(v["groups"][g]["per_run"], base[g]["per_run"])], level)
+        for g in summary["groups"]} for p, v in policies.items() if p != "base"}
+
+
 # ------------------------------------------------------------------ markdown
 
 def _f(x, digits: int = 3, signed: bool = False) -> str:
@@ -323,6 +335,7 @@ def render_comparison(s: dict) -> str:
                     [[g, *(f"{_ci(pols[a]['groups'][g][key], 1)} / "
                            f"{_ci(pols[a]['groups'][g]['auc'])}" for a in algs)] for g in sizes])
     lines += ["## Figures", "", "![final per-group reward](figures/final_rewards.png)", "",
+              "![gain over the base per group](figures/gains_over_base.png)", "",
               "![differences](figures/differences.png)", "",
               "![training curves, mean over runs](figures/group_rewards.png)", ""]
     return "\n".join(lines)

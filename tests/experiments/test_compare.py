@@ -18,7 +18,13 @@ import yaml
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from pgrpo.experiments.compare import CompareConfig, load_compare
-from pgrpo.experiments.compare_summary import NOT_JUDGED, render_comparison, summarize_runs, verdict
+from pgrpo.experiments.compare_summary import (
+    NOT_JUDGED,
+    gains_over_base,
+    render_comparison,
+    summarize_runs,
+    verdict,
+)
 from pgrpo.stages.evaluation.metrics import t_interval
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (tables)
@@ -174,6 +180,49 @@ def test_claims_need_their_algorithms_and_the_report_renders():
     assert not any("random" in c["claim"] for c in s["claims"])
     text = render_comparison(s)
     assert "## The claims" in text and "| maj (10) |" in text and "**not resolved**" in text
+
+
+def test_gains_over_the_base_are_paired_within_a_run():
+    """The base scores 0 in every group of _runs, so pgrpo's gain in min1 per run is its
+    reward there: 0.2 + 0.1, 0.2 + 0.2, 0.2 + 0.3 -> mean 0.4, sd 0.1."""
+    runs = _runs([0.1, 0.2, 0.3])
+    for k, m in enumerate(runs.values()):  # a base that moves with the run: paired away
+        for g in SIZES:
+            m["base"]["groups"][g]["reward"] = 0.05 * k
+            m["algorithms"]["pgrpo"]["groups"][g]["reward"] += 0.05 * k
+    gains = gains_over_base(summarize_runs(runs))
+    assert set(gains) == {"grpo - base", "pgrpo - base", "pgrpo_random - base"}
+    half = T_975_DF2 * 0.1 / math.sqrt(3)
+    g = gains["pgrpo - base"]["min1"]
+    assert g["mean"] == pytest.approx(0.4) and g["n"] == 3
+    assert (g["ci_low"], g["ci_high"]) == pytest.approx((0.4 - half, 0.4 + half))
+    # grpo's min1 is 0.2 in every run while the base rises 0, 0.05, 0.1: gain 0.15 [sd 0.05]
+    assert gains["grpo - base"]["min1"]["mean"] == pytest.approx(0.15)
+
+
+def test_mean_curves_carry_the_judge_curve_where_the_runs_logged_it(tmp_path, monkeypatch):
+    from pgrpo.experiments.compare import mean_curves, seed_dirs
+    from pgrpo.stages.evaluation.metrics import JUDGE_CURVE_KEY, curve_key
+
+    monkeypatch.chdir(tmp_path)
+    cfg = CompareConfig(seeds=[0, 1], algorithms={"grpo": {}, "pgrpo": {}}, name="c")
+    for seed in (0, 1):
+        for alg in ("grpo", "pgrpo"):
+            rows = [{"step": step, "train/reward/maj": 0.1 * step + seed}
+                    for step in range(1, 5)]
+            if alg == "pgrpo":  # the judge at steps 0 and 4 (policy.judge_every: 4)
+                rows = [{"step": 0, "judge/reward/maj": 0.5 + seed}, *rows]
+                rows[-1]["judge/reward/maj"] = 0.9 + seed
+            path = seed_dirs(seed, "c")[0] / alg / "metrics.jsonl"
+            path.parent.mkdir(parents=True)
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curves = mean_curves(cfg)
+    assert curve_key(curves["grpo"]) != JUDGE_CURVE_KEY  # no judge curve: the batch reward
+    assert curve_key(curves["pgrpo"]) == JUDGE_CURVE_KEY
+    by_step = {r["step"]: r for r in curves["pgrpo"]}
+    assert by_step[0] == {"step": 0, "judge/reward/maj": pytest.approx(1.0)}  # (0.5 + 1.5) / 2
+    assert by_step[4]["judge/reward/maj"] == pytest.approx(1.4)
+    assert by_step[4]["train/reward/maj"] == pytest.approx(0.9)  # (0.4 + 1.4) / 2
 
 
 def test_the_report_says_run_by_run_whether_training_helps_the_users():
