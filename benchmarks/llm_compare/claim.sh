@@ -23,6 +23,9 @@
 #   PRESETS=configs/claim.yaml       OMP_NUM_THREADS=1 taskset -c 1 bash .../claim.sh &
 # The thread count sets the float rounding, hence the samples: a seed's is stamped in
 # models/compare/<name>/seed<s>/threads.txt when it starts, and a resume with another is refused.
+# Where it stands and how long is left: python benchmarks/llm_compare/claim_status.py
+# Editing this file while it runs: write a new file and mv it over this one (bash reads its
+# script as it goes, so an edit in place can change what a running instance does next).
 set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
 SEEDS=${SEEDS:-0 1 2 3 4 5 6 7 8 9}
@@ -56,7 +59,8 @@ for seed in $SEEDS; do
         "resume it with the same (the thread count sets the float rounding, hence the samples)" >&2
       exit 2
     fi
-    mkdir -p "$(dirname "$stamp")" && echo "$THREADS" > "$stamp"
+    # written once, when the seed first starts (claim_status.py times a seed from it)
+    [ -f "$stamp" ] || { mkdir -p "$(dirname "$stamp")" && echo "$THREADS" > "$stamp"; }
     echo "== seed $seed, $preset (OMP_NUM_THREADS=$THREADS)"
     "$PY" -m pgrpo.experiments.compare --params "$preset" --seeds "$seed"
     if [ "$PRUNE" != none ]; then
