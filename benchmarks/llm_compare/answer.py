@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from pgrpo.experiments.compare import load_compare, reports_root
+from pgrpo.experiments.compare_summary import _ci  # the report's interval format, "+x [+lo, +hi]"
 
 # (preset, what the training reward is); the judge first: the clean test of the estimator
 PRESETS = (("configs/claim_judge.yaml", ("the judge as training reward (the clean test of the "
@@ -54,13 +55,13 @@ WHY = {"supported": "random group labels lose P-GRPO's advantage, so the groupin
        "not resolved": "the ablation cannot tell whether the grouping matters"}
 
 
-def _signed(x: float | None) -> str:
-    return "–" if x is None else f"{x:+.3f}"
+def _other(summary: dict, kind: str) -> str:
+    """What the method is compared with: the reference (GRPO) or the ablation."""
+    return summary["reference"] if kind == "reference" else summary["ablation"]
 
 
 def _claim(summary: dict, metric: str, kind: str) -> dict | None:
-    other = summary["reference"] if kind == "reference" else summary["ablation"]
-    want = f"{summary['method']} - {other}"
+    want = f"{summary['method']} - {_other(summary, kind)}"
     return next((c for c in summary["claims"]
                  if c["metric"] == metric and c["difference"] == want), None)
 
@@ -68,10 +69,8 @@ def _claim(summary: dict, metric: str, kind: str) -> dict | None:
 def _cell(claim: dict | None) -> tuple[str, str, str]:
     if claim is None:
         return "–", "not run", "–"
-    ci = (f" [{_signed(claim['ci_low'])}, {_signed(claim['ci_high'])}]"
-          if claim["ci_low"] is not None else "")
     seeds = claim.get("seeds_to_resolve")
-    return (_signed(claim["mean"]) + ci, f"**{claim['verdict']}**",
+    return (_ci(claim, signed=True), f"**{claim['verdict']}**",
             "–" if claim["verdict"] != "not resolved" else ("> 100" if seeds is None
                                                               else str(seeds)))
 
@@ -106,9 +105,8 @@ def render(summaries: list[tuple[str, dict, list[int]]]) -> str:
         lines += ["| endpoint | P-GRPO minus | estimate [95 % CI] | verdict | seeds to decide* |",
                   "|---|---|---|---|---:|"]
         for metric, kind, label, primary in ENDPOINTS:
-            other = s["reference"] if kind == "reference" else s["ablation"]
             est, verdict, need = _cell(_claim(s, metric, kind))
-            lines.append(f"| {'(primary) ' if primary else ''}{label} | {other} | {est} | "
+            lines.append(f"| {'(primary) ' if primary else ''}{label} | {_other(s, kind)} | {est} | "
                          f"{verdict} | {need} |")
         helps = s.get("helps_users") or {}
         if any(h["n_judged"] for h in helps.values()):
