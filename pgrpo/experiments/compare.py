@@ -242,7 +242,6 @@ def write_summary(runs: dict[str, dict], cfg: CompareConfig,
     reports_dir), all or nothing. The training curves are averaged from
     models/compare/<name>/seed*/ (curves_from_seeds), else left empty."""
     from pgrpo.experiments.compare_summary import gains_over_base, render_comparison, summarize_runs
-    from pgrpo.stages.evaluation.metrics import JUDGE_CURVE_KEY, curve_key
     from pgrpo.stages.evaluation.plots import (
         plot_differences,
         plot_final_rewards,
@@ -258,7 +257,6 @@ def write_summary(runs: dict[str, dict], cfg: CompareConfig,
     diffs = {name: {g: d for g, d in v["groups"].items()}
              for name, v in summary["differences"].items()}
     curves = mean_curves(cfg) if curves_from_seeds else {}
-    judged = bool(curves) and all(curve_key(rows) == JUDGE_CURVE_KEY for rows in curves.values())
     runs_n = summary["n_runs"]
     with atomic_outputs(*(reports_dir / f for f in OUTPUTS)) as (js, md, final, gains, diff,
                                                                  curve):
@@ -271,11 +269,11 @@ def write_summary(runs: dict[str, dict], cfg: CompareConfig,
                          f"{runs_n} runs, {pct}% t-interval)")
         plot_differences(diffs, sizes, diff, title=f"Paired per-group differences (mean over "
                          f"{runs_n} runs, {pct}% t-interval)")
-        # the judge on validation prompts where every algorithm logged it (policy.judge_every),
-        # else the training batch reward, which a policy can raise by hacking a learned reward
+        # the judge on validation prompts where the runs logged it (policy.judge_every), else
+        # the training batch reward, which a policy can raise by hacking a learned reward; the
+        # axis names which it drew
         plot_group_rewards(curves, sizes, curve, summary["settings"]["smooth_window"],
-                           ylabel="judge reward, validation prompts, mean over runs" if judged
-                           else None)  # None: the plot names each source it drew
+                           ylabel_note=", mean over runs")
     return summary
 
 

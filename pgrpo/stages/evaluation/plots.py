@@ -61,15 +61,16 @@ def _grid(n: int, max_cols: int = 3, size: tuple[float, float] = (4.6, 3.3)):
 def plot_group_rewards(curves: Mapping[str, Sequence[Mapping]],
                        groups: Mapping[str, int] | Sequence[str],
                        out_png: str | Path, smooth_window: int = 3,
-                       ylabel: str | None = None) -> Path:
+                       ylabel: str | None = None, ylabel_note: str = "") -> Path:
     """One subplot per group, one line per algorithm: the running mean (solid) over the raw
     per-step reward (faint dots): the judge on validation prompts where the run logged it
-    (pgrpo.stages.evaluation.judge_curve), else the training batch reward. Steps without the group are skipped."""
+    (pgrpo.stages.evaluation.judge_curve), else the training batch reward. Steps without the group are skipped.
+    Without `ylabel` the axis names the sources drawn, then `ylabel_note` (", mean over runs")."""
     keys = {alg: curve_key(rows) for alg, rows in curves.items()}
     if ylabel is None:
         sources = {"judge (validation)" if k == JUDGE_CURVE_KEY else "training batch"
                    for k in keys.values()}
-        ylabel = f"reward: {' / '.join(sorted(sources)) or 'training batch'}"
+        ylabel = f"reward: {' / '.join(sorted(sources)) or 'training batch'}{ylabel_note}"
     sizes = _sizes(groups)
     colors = algorithm_colors(list(curves))
     fig, axes = _grid(max(len(sizes), 1))
