@@ -17,6 +17,8 @@
 # rerun first copies back the archived seeds this checkout lacks, so a lost machine costs only
 # the seed in progress (2026-12-07: one lost 5 seed-rewards, ~4 h, kept in ignored folders).
 #   PRUNE=weights ARCHIVE=/mnt/keep/claim bash benchmarks/llm_compare/claim.sh
+# Here the one folder that outlives a machine is git: ARCHIVE=<main>/benchmarks/llm_compare/
+# claim_archive, committed at every stop (its README; the reward model's weights stay out).
 # Two cores, one process per reward: two processes of one thread each did 1.3x the training
 # steps of one process of two threads (2026-12-07, benchmarks/llm_compare/README.md), so:
 #   PRESETS=configs/claim_judge.yaml OMP_NUM_THREADS=1 taskset -c 0 bash .../claim.sh &

@@ -28,12 +28,23 @@ a lost machine then costs only the seed in progress, not the hours before it.
 --restore copies back every archived seed this checkout lacks, so claim.sh skips it again.
 The seeds' inputs (data/processed, models/reward) are archived once beside them and restored
 too; a checkout that holds other ones stops the restore (its seeds would not be comparable).
+Each archived seed also records the sha256 of every input file it trained on (inputs.json in
+its models folder).
+
+Git is the one folder here that outlives a machine, and it cannot hold the reward model (88 MB
+of weights), so the pre-registered comparison's archive is kept in git without it
+(benchmarks/llm_compare/claim_archive/). A machine retrains the reward model at the pinned
+commit, and another machine's float rounding can change its last bits (seen 2026-12-07). An
+archive without models/reward therefore restores the seeds and keeps the checkout's reward
+model for the seeds still to run: every seed trains all its algorithms on one reward model, the
+one its inputs.json names. data/processed must still match byte for byte.
 Standard library only: it runs beside any pinned worktree's code.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -41,6 +52,7 @@ import time
 from pathlib import Path
 
 PRUNED = "pruned.json"  # in models/compare/<name>/seed<s>/
+INPUTS_RECORD = "inputs.json"  # beside it: the sha256 of each INPUTS file the seed trained on
 # What every seed trains on, archived once beside the seeds: a reward model trained at
 # another commit can differ in its last bits (seen 2026-12-07: eval loss 0.4705025 against
 # 0.4705044; at one commit it retrains byte-identical), and seeds trained on two reward
@@ -110,6 +122,12 @@ def same_files(a: Path, b: Path) -> bool:
     return all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 
+def inputs_sha256(root: Path = Path(".")) -> dict[str, str]:
+    """{path under root: sha256} of every file of INPUTS that root holds."""
+    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+            for rel in INPUTS for f in sorted((root / rel).rglob("*")) if f.is_file()}
+
+
 def archive_inputs(archive: Path, root: Path = Path(".")) -> list[str]:
     """Copy INPUTS to `archive` unless it holds them already; returns those copied."""
     done = []
@@ -125,6 +143,10 @@ def restore_inputs(archive: Path, root: Path = Path(".")) -> list[str]:
     done = []
     for rel in INPUTS:
         if not (archive / rel).is_dir():
+            if (root / rel).is_dir() and any((archive / "models" / "compare").rglob(PRUNED)):
+                print(f"prune_seeds: the archive holds no {rel}: the seeds still to run use "
+                      f"this checkout's; each archived seed's {INPUTS_RECORD} names the files "
+                      f"it trained on", file=sys.stderr)
             continue
         if (root / rel).is_dir():
             if not same_files(root / rel, archive / rel):
@@ -159,6 +181,11 @@ def archive_seeds(name: str, archive: Path, root: Path = Path(".")) -> list[str]
         there = archive / models.relative_to(root)
         if (there / PRUNED).is_file() and (there / PRUNED).read_bytes() == marker.read_bytes():
             continue
+        record = models / INPUTS_RECORD  # this checkout's inputs: those the seed trained on
+        if not record.is_file():
+            tmp = record.with_suffix(".tmp")
+            tmp.write_text(json.dumps(inputs_sha256(root), indent=2))
+            tmp.replace(record)
         copy_folder(reports, archive / reports.relative_to(root))
         copy_folder(models, there, weightless_models)  # last: its pruned.json says the seed is complete
         done.append(f"{name}/{models.name}")

@@ -7,6 +7,7 @@ summary and training curves stay, an archived seed comes back after the machine 
 and a deleted policy retrains to the same bytes.
 """
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -67,6 +68,29 @@ def test_a_pruned_seed_keeps_its_summary_and_retrains_bit_for_bit(tiny_pipeline,
     with pytest.raises(SystemExit, match="models/reward differs"):
         prune_seeds.main(["", "--restore", str(archive)])
     assert Path("models/reward/metrics.json").read_bytes() == reward_before["metrics.json"] + b" "
+    Path("models/reward/metrics.json").write_bytes(reward_before["metrics.json"])
+    # each archived seed names the input files it trained on
+    recorded = json.loads((archive / root / prune_seeds.INPUTS_RECORD).read_text())
+    assert {k: v for k, v in recorded.items() if k.startswith("models/reward/")} == {
+        f"models/reward/{n}": hashlib.sha256(b).hexdigest() for n, b in reward_before.items()}
+    assert any(k.startswith("data/processed/") for k in recorded)
+    # the copy kept in git has no reward model: on a new machine, whose retrained one differs
+    # in its last bits, the seeds come back and the checkout's reward model stays for the rest
+    in_git = Path("in_git")
+    shutil.copytree(archive, in_git, ignore=lambda d, names: ["reward"] if Path(d).name == "models" else [])
+    assert not (in_git / "models/reward").exists() and (in_git / "data/processed").is_dir()
+    for lost in (root, seed_dirs(0)[1]):
+        shutil.rmtree(lost)
+    with open("models/reward/metrics.json", "a") as f:
+        f.write(" ")  # another machine's retraining
+    capsys.readouterr()
+    assert prune_seeds.main(["", "--restore", str(in_git)]) == 0
+    assert "holds no models/reward" in capsys.readouterr().err
+    assert Path("models/reward/metrics.json").read_bytes() == reward_before["metrics.json"] + b" "
+    assert (root / prune_seeds.PRUNED).read_text() == json.dumps(marker, indent=2)
+    assert json.loads((root / prune_seeds.INPUTS_RECORD).read_text()) == recorded
+    assert main(["--params", "params.yaml", "--seeds", "0", "--summarize-only"]) == 0
+    assert json.loads((COMPARE_REPORTS / "summary.json").read_text()) == summary_before
     Path("models/reward/metrics.json").write_bytes(reward_before["metrics.json"])
     # pruning again frees nothing more and leaves the record of what went as it was (so the
     # archive, which compares records, does not copy the seed again)
