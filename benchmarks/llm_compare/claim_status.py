@@ -2,6 +2,7 @@
 
     python benchmarks/llm_compare/claim_status.py                        # in the worktree
     python benchmarks/llm_compare/claim_status.py claim_judge --seeds 0-9
+    python benchmarks/llm_compare/claim_status.py --archive <dir>      # another archive
 
 Per comparison (default: the pre-registered two, claim_judge and claim_learned), one line
 per seed: done (evaluated and pruned), evaluated, training (which algorithms have finished,
@@ -9,7 +10,8 @@ and the last step the running one logged), or not started; the thread count clai
 stamped; when its evaluation was stamped. Then the pace: the median time from a seed's start
 (claim.sh writes threads.txt when it first starts the seed) to its evaluation stamp, over
 the seeds that ran so (one spanning more than MAX_GAP_H hours spanned a stop), and the time
-left at that pace. It reads file names, modification times and the `step` field of the
+left at that pace. A done seed not yet copied to the archive kept in git (claim_archive/
+beside this script) is flagged with the command that copies it: a lost machine loses it. It reads file names, modification times and the `step` field of the
 training logs, never a reward or a verdict: the pre-registered comparison is read only when
 all its seeds are in. Standard library only, like prune_seeds.py beside it.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 
 NAMES = ("claim_judge", "claim_learned")
 MAX_GAP_H = 3.0  # a seed that took longer from start to stamp spanned a stop
+ARCHIVE = Path(__file__).resolve().parent / "claim_archive"  # the copy kept in git
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -44,7 +47,7 @@ def last_step(metrics: Path) -> int | None:
     return max((s for s in steps if s is not None), default=None)
 
 
-def seed_state(name: str, seed: int, root: Path = Path(".")) -> dict:
+def seed_state(name: str, seed: int, root: Path = Path("."), archive: Path | None = None) -> dict:
     models = root / "models/compare" / name / f"seed{seed}"
     reports = root / "reports/compare" / name / f"seed{seed}"
     stamp = reports / "evaluated.json"
@@ -53,7 +56,8 @@ def seed_state(name: str, seed: int, root: Path = Path(".")) -> dict:
              "started_at": threads.stat().st_mtime if threads.is_file() else None,
              "evaluated_at": stamp.stat().st_mtime if stamp.is_file() else None}
     if (models / "pruned.json").is_file():
-        return {**state, "state": "done"}
+        kept = archive is None or (archive / "models/compare" / name / models.name / "pruned.json").is_file()
+        return {**state, "state": "done" if kept else "done, not archived"}
     if stamp.is_file():
         return {**state, "state": "evaluated"}
     algs = sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
@@ -79,8 +83,9 @@ def pace_s(states: list[dict]) -> float | None:
     return statistics.median(spans) if spans else None
 
 
-def report(name: str, seeds: list[int], root: Path = Path(".")) -> list[str]:
-    states = [seed_state(name, s, root) for s in seeds]
+def report(name: str, seeds: list[int], root: Path = Path("."),
+           archive: Path | None = None) -> list[str]:
+    states = [seed_state(name, s, root, archive) for s in seeds]
     lines = [f"{name}:"]
     for s in states:
         when = (time.strftime(" evaluated %Y-%m-%d %H:%M", time.localtime(s["evaluated_at"]))
@@ -96,6 +101,9 @@ def report(name: str, seeds: list[int], root: Path = Path(".")) -> list[str]:
         tail += (f"; {pace / 60:.0f} min a seed lately, so about {left * pace / 3600:.1f} h left "
                  f"({left} seeds, the one in progress counted whole)")
     lines.append(tail)
+    if any(s["state"] == "done, not archived" for s in states):
+        lines.append(f"  copy the seeds not archived, then commit them: python "
+                     f"{Path(__file__).parent / 'prune_seeds.py'} {name} --weights --archive {archive}")
     return lines
 
 
@@ -103,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", default=list(NAMES), help="compare.name of each comparison")
     ap.add_argument("--seeds", default="0-9", help="its seeds: '0-9' or '0,1,5'")
+    ap.add_argument("--archive", type=Path, default=ARCHIVE,
+                    help="the archive a done seed should be in (default: the one kept in git)")
     args = ap.parse_args(argv)
     for name in args.names:
-        print("\n".join(report(name, parse_seeds(args.seeds))))
+        print("\n".join(report(name, parse_seeds(args.seeds), Path("."), args.archive)))
     return 0
 
 

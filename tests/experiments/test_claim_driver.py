@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from test_compare import tiny_pipeline  # noqa: F401 - the fixture
@@ -82,3 +83,11 @@ def test_the_status_reads_stamps_and_times_a_seed_from_its_start(tmp_path):
     assert lines[-1] == ("  3 of 5 seeds evaluated; 65 min a seed lately, so about 2.2 h left "
                          "(2 seeds, the one in progress counted whole)")
     assert claim_status.parse_seeds("0-2,5") == [0, 1, 2, 5]
+    # against an archive: seed 0 is done but not in it, so a lost machine would lose it
+    archive = tmp_path / "kept"
+    lines = claim_status.report("c", list(range(5)), tmp_path, archive)
+    assert lines[1] == "  seed 0: done, not archived, threads 1" + time.strftime(
+        " evaluated %Y-%m-%d %H:%M", time.localtime(t0 + 3600))
+    assert lines[-1].endswith(f"prune_seeds.py c --weights --archive {archive}")
+    touch(archive / "models/compare/c/seed0/pruned.json", "{}", t0)
+    assert claim_status.seed_state("c", 0, tmp_path, archive)["state"] == "done"
