@@ -5,6 +5,8 @@
     python -m pgrpo.experiments.compare --summarize-only         # re-read reports/compare/seed*/metrics.json
     python -m pgrpo.experiments.compare --params configs/claim_judge.yaml   # issue 25's pre-registered run
     python -m flows.compare                          # the same as a Prefect flow (flows/compare.py)
+    python -m pgrpo.experiments.compare_record --params configs/claim.yaml   # seeds restored
+                                                     # from files: their MLflow runs again
 
     # The DVC way: one queued experiment per seed, the extra algorithms added with -S
     dvc exp run --queue -n seed1 -S policy.seed=1 \

@@ -266,11 +266,13 @@ def _evaluate(cfgs, algorithm, track, policy_root: Path, reports_dir: Path) -> d
                        policy_root, reports_dir, fingerprint={"code": _code_hashes("evaluate")})
     if track:
         from pgrpo.tracking.server import best_effort
-        best_effort("the evaluation", lambda: _record_evaluation(results, track, reports_dir))
+        best_effort("the evaluation", lambda: record_evaluation(results, track, reports_dir))
     return results
 
 
-def _record_evaluation(results: dict, track, reports_dir: Path) -> None:
+def record_evaluation(results: dict, track, reports_dir: Path) -> None:
+    """Log an evaluation (its metrics.json dict, figures, report) to the active MLflow run;
+    also what pgrpo.experiments.compare_record uses to record a seed again from its files."""
     from pgrpo.tracking.mlflow_tracking import log_artifact_files, log_figure, log_metrics_flat
 
     log_metrics_flat(results, prefix="eval")

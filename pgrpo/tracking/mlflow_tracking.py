@@ -100,6 +100,13 @@ def _client(cfg: TrackingConfig):
 
 # --------------------------------------------------------------------------- runs
 
+def find_runs(cfg: TrackingConfig, tags: Mapping[str, str], max_results: int = 1000) -> list:
+    """The runs of cfg's experiment that carry every one of `tags` (key = value)."""
+    client, experiment_id = _client(cfg)
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return client.search_runs([experiment_id], query, max_results=max_results)
+
+
 def _log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
     from mlflow.entities import Param
 
