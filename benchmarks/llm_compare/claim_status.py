@@ -26,6 +26,7 @@ from pathlib import Path
 
 NAMES = ("claim_judge", "claim_learned")
 MAX_GAP_H = 3.0  # a seed that took longer from start to stamp spanned a stop
+MIN_SPAN_S = 60.0  # one that took less was not timed by its stamps (restored from git)
 ARCHIVE = Path(__file__).resolve().parent / "claim_archive"  # the copy kept in git
 
 
@@ -75,11 +76,12 @@ def seed_state(name: str, seed: int, root: Path = Path("."), archive: Path | Non
 
 
 def pace_s(states: list[dict]) -> float | None:
-    """Median seconds from a seed's start to its evaluation stamp, stops left out (and seeds
-    whose stamp was written by hand after the fact, which come out negative)."""
+    """Median seconds from a seed's start to its evaluation stamp, stops left out, and seeds
+    whose stamps do not time them: written by hand after the fact (negative), or restored
+    from git, which gives every file its checkout time (under a minute apart)."""
     spans = [s["evaluated_at"] - s["started_at"] for s in states
              if s["evaluated_at"] is not None and s["started_at"] is not None]
-    spans = [d for d in spans if 0 < d < MAX_GAP_H * 3600]
+    spans = [d for d in spans if MIN_SPAN_S < d < MAX_GAP_H * 3600]
     return statistics.median(spans) if spans else None
 
 

@@ -79,6 +79,8 @@ def test_the_status_reads_stamps_and_times_a_seed_from_its_start(tmp_path):
                                             "not started"]
     assert states[3]["detail"] == "1 trainings finished, pgrpo at step 3"
     assert claim_status.pace_s(states) == 65 * 60  # the 5-hour seed spanned a stop: left out
+    restored = {**states[0], "started_at": t0, "evaluated_at": t0 + 0.5}  # git's checkout times
+    assert claim_status.pace_s([*states, restored, restored]) == 65 * 60
     lines = claim_status.report("c", list(range(5)), tmp_path)
     assert lines[-1] == ("  3 of 5 seeds evaluated; 65 min a seed lately, so about 2.2 h left "
                          "(2 seeds, the one in progress counted whole)")
