@@ -33,6 +33,11 @@ floors up to the default run's train_policy + evaluate stages and to one compari
 decode loop (transformers' generate() with torch.multinomial, one forward per completion;
 both kept in this file, nowhere else), same config and seed, and prints the ratios:
 `step_time_ratio_vs_baseline=<now / before>`.
+
+`--bf16` also profiles the step under bf16 autocast (`policy.precision: bf16`), same config and
+seed, and prints `bf16_step_time_ratio_vs_fp32` and `bf16_tokens_per_s_ratio_vs_fp32` (bf16
+samples other completions, of other lengths: the token rate is the fairer of the two). On CPUs
+with AMX, bf16 matrix products run on the tile unit (`python benchmarks/gemm_shapes.py --bf16`).
 """
 
 from __future__ import annotations
@@ -201,8 +206,9 @@ def baseline_paths():
 # --------------------------------------------------------------------------- the training step
 
 def profile_step(cfg, steps: int, gflops: float, gbytes: float,
-                 label: str = "") -> tuple[float, float, float]:
-    """Prints the step's table; returns (step seconds, multiple of the floor, floor seconds)."""
+                 label: str = "") -> tuple[float, float, float, float]:
+    """Prints the step's table; returns (step seconds, multiple of the floor, floor seconds,
+    completion tokens a second)."""
     from pgrpo.core.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as out:
@@ -252,7 +258,7 @@ def profile_step(cfg, steps: int, gflops: float, gbytes: float,
                        f"micro-batch {cfg.micro_batch_size}, beta {cfg.beta}, loss {cfg.loss_agg})", table)
     print(f"\nstep_time_s={step_time:.2f} completion_tokens_per_s={tokens / step_time:.1f} "
           f"steps_per_hour={3600 / step_time:.0f}")
-    return step_time, mult, sum(t[3] for t in table)
+    return step_time, mult, sum(t[3] for t in table), tokens / step_time
 
 
 # --------------------------------------------------------------------------- one policy's evaluation
@@ -384,9 +390,11 @@ def main() -> None:
                         help="comma-separated row counts: sampler throughput at each (e.g. 32,64,128)")
     parser.add_argument("--baseline", action="store_true",
                         help="also the step with the sampling and forward as they were, and the ratio")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also the step under bf16 autocast, and its ratios against fp32")
     args = parser.parse_args()
     cfg = policy_config(args.params, args.algorithm)
-    updates = {"steps": args.steps + 1, "resume": False, "judge_every": 0}
+    updates = {"steps": args.steps + 1, "resume": False, "judge_every": 0, "precision": "fp32"}
     if args.model:
         updates["model"] = args.model
     if not Path(cfg.prompts).exists() or not Path(cfg.reward).exists():
@@ -398,12 +406,16 @@ def main() -> None:
           f"copy_bandwidth={gbytes:.1f} GB/s model={cfg.model}")
     if args.decode_batches:
         return profile_decode(cfg, [int(b) for b in args.decode_batches.split(",")], gflops)
-    step_time, step_mult, step_floor = profile_step(cfg, args.steps, gflops, gbytes)
+    step_time, step_mult, step_floor, tokens_per_s = profile_step(cfg, args.steps, gflops, gbytes)
     before = None
     if args.baseline:
         with baseline_paths():
             before = profile_step(cfg, args.steps, gflops, gbytes,
                                   " as before (generate(), one forward per completion)")
+    bf16 = None
+    if args.bf16:
+        bf16 = profile_step(cfg.model_copy(update={"precision": "bf16"}), args.steps, gflops, gbytes,
+                            " under bf16 autocast (the floor at the fp32 rate)")
     evaluated = None
     if not args.no_eval:
         from pgrpo.stages.evaluation.eval_config import EvalConfig
@@ -416,6 +428,9 @@ def main() -> None:
     if before:
         print(f"\nbaseline_step_x_floor={before[1]:.2f}")
         print(f"step_time_ratio_vs_baseline={step_time / before[0]:.3f}")
+    if bf16:
+        print(f"\nbf16_step_time_ratio_vs_fp32={bf16[0] / step_time:.3f}")
+        print(f"bf16_tokens_per_s_ratio_vs_fp32={bf16[3] / tokens_per_s:.3f}")
     print(f"\ntrain_step_x_floor={step_mult:.2f}")
     if evaluated:
         print(f"eval_policy_x_floor={evaluated[0]:.2f}")
