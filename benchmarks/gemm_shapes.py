@@ -9,7 +9,7 @@ What decides how far a decode step can be from its FLOP floor on a CPU.
 
 bf16: on an Intel Xeon with AVX-512 and avx512_bf16 (no AMX), 2026-12-07, F.linear in bf16
 ran at 0.37-0.93x the fp32 rate at 24 of the 25 shapes (1.3x at 576 x 1536 with 16 rows), so
-fp32 stays there too (README, "Speed"). On an Intel Xeon with AMX (amx_bf16), 2026-12-07, one
+fp32 stays there too (docs/speed.md). On an Intel Xeon with AMX (amx_bf16), 2026-12-07, one
 thread (the other core busy with a training run, for both columns alike), F.linear in bf16
 ran at 1.1-6.8x its fp32 rate at all 25 shapes (median 2.6x).
 """

@@ -21,7 +21,7 @@ So two runs with different knobs proceed at once (--limit 2) without sharing a f
 worker's Python environment runs the checkout's code (Prefect puts the checkout first on
 sys.path), so install the same dependencies as the commit (`make`). Docker or Kubernetes
 pools: the Dockerfile builds that environment; `prefect work-pool create pgrpo-docker --type
-docker` and `--image` below (README, "Scaling out").
+docker` and `--image` below (docs/scaling-out.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Does the base policy draw the same test samples under two commits, or on two machines?
-(README, "The same code gives other numbers on another CPU": 9afde2a and 748299a drew the
+(docs/results.md, "The same code gives other numbers on another CPU": 9afde2a and 748299a drew the
 same 448 of 448 on one machine, mean judge 0.480, where another machine's run had 0.483.)
 
     python benchmarks/determinism/base_samples.py --out /tmp/a.json       # ~2 min on 2 cores

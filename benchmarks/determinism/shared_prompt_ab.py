@@ -1,7 +1,7 @@
 """The shared-prompt forward + backward before and after commit 7c1c93f (the prompt's last
 position asked for once instead of G times), alternated 6 times in one process at the
 default's shapes (4 prompts x G=6, 77-token prompts, 40-token completions, SmolLM2).
-The README's figure: new/old 1.05 (medians 9.38 s vs 8.94 s), within the run-to-run spread.
+The figure in docs/results.md: new/old 1.05 (medians 9.38 s vs 8.94 s), within the run-to-run spread.
 
     python benchmarks/determinism/shared_prompt_ab.py      # ~2 min on 2 cores
 

@@ -1,4 +1,4 @@
-"""Are a training step's gradients the same bits in two processes? (README, "Reproducible bit
+"""Are a training step's gradients the same bits in two processes? (docs/results.md, "Reproducible bit
 for bit again"; commit 7c1c93f measured 0 of 272 tensors differing, all 272 before it.)
 
     python benchmarks/determinism/train_step_grads.py          # ~4 min on 2 cores: 2 x 1 step

@@ -356,7 +356,7 @@ def test_a_dvc_remote_gives_a_fresh_clone_every_output_without_a_rerun(smoke_rep
 
 @pytest.mark.slow  # ~2 min more on 2 CPU cores: two experiments of 3 algorithms each
 def test_comparison_over_dvc_experiments(smoke_repro):
-    """The comparison's DVC route as README "Comparing algorithms over seeds" gives it: a
+    """The comparison's DVC route as docs/comparison.md gives it: a
     queued experiment per seed, an algorithm added with -S, `dvc queue start`, then
     pgrpo.experiments.compare summarizing their metrics, which DVC reads from the experiments' commits
     (a metrics file git ignores would be missing there)."""

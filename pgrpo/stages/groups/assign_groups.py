@@ -19,7 +19,7 @@ Methods
   of Bradley-Terry models fitted by EM on every pair (pgrpo.stages.groups.bt_mixture; K by BIC),
   which pools a class's pairs instead of trusting each user's own few; with
   use_profile the users' embedded profiles are a second view of the same classes
-  (README, "Groups without labels", has the measured ARIs). Users without train
+  (docs/groups.md has the measured ARIs). Users without train
   pairs have no direction: they join the largest group (the best guess with no
   evidence), or with use_profile are placed by their profile; either way they are
   counted in the metrics. Eval pairs are never read, so groups leak nothing of the

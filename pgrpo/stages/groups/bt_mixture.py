@@ -19,7 +19,7 @@ own ~10 noisy pairs, while w_k pools the pairs of every user of the class. On th
 default synthetic data (PCA-16 MiniLM features) it raised the ARI from 0.21-0.25
 to ~0.3, on data with 10 pairs a prompt from ~0.3 to ~0.65 (2026-11-27). The
 pairs alone cannot do much better there: even the true utilities place users at
-ARI 0.79; the profile view is what lifts it further (README, "Groups without labels").
+ARI 0.79; the profile view is what lifts it further (docs/groups.md).
 MaxMin-RLHF (Chakraborty et al., 2024) learns its mixture of reward models the same way.
 
     from pgrpo.stages.groups.bt_mixture import fit_bt_mixture

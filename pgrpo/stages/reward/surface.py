@@ -4,7 +4,7 @@ A mean-pooled sentence embedding keeps what a text is about and largely drops ho
 is written: its length, how many emoji or list markers it has, which register words
 it uses. Those are exactly what users with different tastes disagree on, so a reward
 model that only reads the embedding ranks a prompt's completions like the users only
-weakly (README, "Does training help?"). This gives the reward model's head the
+weakly (docs/results.md). This gives the reward model's head the
 surface back, learned from the preference pairs like everything else:
 
     tokens   log(1 + count) of each token of a vocabulary fitted on the training
