@@ -58,7 +58,9 @@ def seed_state(name: str, seed: int, root: Path = Path("."), archive: Path | Non
              "evaluated_at": stamp.stat().st_mtime if stamp.is_file() else None}
     if (models / "pruned.json").is_file():
         kept = archive is None or (archive / "models/compare" / name / models.name / "pruned.json").is_file()
-        return {**state, "state": "done" if kept else "done, not archived"}
+        # its own record of when it was pruned: a seed restored from git has checkout-time stamps
+        when = json.loads((models / "pruned.json").read_text()).get("when")
+        return {**state, "state": "done" if kept else "done, not archived", "pruned_at": when}
     if stamp.is_file():
         return {**state, "state": "evaluated"}
     algs = sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
@@ -90,7 +92,8 @@ def report(name: str, seeds: list[int], root: Path = Path("."),
     states = [seed_state(name, s, root, archive) for s in seeds]
     lines = [f"{name}:"]
     for s in states:
-        when = (time.strftime(" evaluated %Y-%m-%d %H:%M", time.localtime(s["evaluated_at"]))
+        when = (f" pruned {s['pruned_at'][:16].replace('T', ' ')}" if s.get("pruned_at") else
+                time.strftime(" evaluated %Y-%m-%d %H:%M", time.localtime(s["evaluated_at"]))
                 if s["evaluated_at"] else "")
         lines.append(f"  seed {s['seed']}: {s['state']}"
                      + (f" ({s['detail']})" if s.get("detail") else "")
