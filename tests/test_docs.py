@@ -31,7 +31,7 @@ def named_paths(text: str) -> list[str]:
 
 def readme_sections(text: str) -> list[str]:
     """Its headings and the bold leads that open its paragraphs ("**MLflow.**")."""
-    return re.findall(r"^#+ (.+)$", text, re.M) + re.findall(r"^\*\*(.+?)\*\*", text, re.M)
+    return re.findall(r"^#+ (.+)$", text, re.MULTILINE) + re.findall(r"^\*\*(.+?)\*\*", text, re.MULTILINE)
 
 
 def test_every_path_the_docs_name_exists():
