@@ -31,7 +31,8 @@ def named_paths(text: str) -> list[str]:
 
 def readme_sections(text: str) -> list[str]:
     """Its headings and the bold leads that open its paragraphs ("**MLflow.**")."""
-    return re.findall(r"^#+ (.+)$", text, re.MULTILINE) + re.findall(r"^\*\*(.+?)\*\*", text, re.MULTILINE)
+    return (re.findall(r"^#+ (.+)$", text, re.MULTILINE)
+            + re.findall(r"^\*\*(.+?)\*\*", text, re.MULTILINE))
 
 
 def test_every_path_the_docs_name_exists():
@@ -46,7 +47,7 @@ def test_every_readme_section_named_elsewhere_exists():
     files = subprocess.run(["git", "ls-files", "*.py", "*.md", "*.yaml", "*.sh", "*.toml"],
                            cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     dangling = [f"{name}: README, \"{section}\""
-                for name in files if (REPO / name).is_file()
+                for name in files if (REPO / name).is_file() and name != "tests/test_docs.py"
                 for section in README_SECTION.findall((REPO / name).read_text(errors="replace"))
                 if not any(title.startswith(section) for title in sections)]
     assert not dangling, "README sections that do not exist (moved to docs/?):\n" + "\n".join(dangling)
