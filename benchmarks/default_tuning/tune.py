@@ -16,6 +16,7 @@ running on the machine:
     python benchmarks/default_tuning/tune.py --choose benchmarks/default_tuning/results_seeds_2026-12-02.jsonl
     python benchmarks/default_tuning/tune.py old_s0 seed=0 --baseline_paths   # training as before the speed work
     python benchmarks/default_tuning/tune.py --paired fast old    # fast - old per (seed, algorithm)
+    python benchmarks/default_tuning/tune.py --no_worse bf16 fp32  # may bf16 replace fp32?
 
 `--baseline_paths` trains with the sampling and forward the trainer had before the speed
 work (benchmarks/step_profile.py's `baseline_paths`); the judge curve and the KL keep
@@ -34,6 +35,24 @@ import yaml
 
 OUT = Path("benchmarks/default_tuning/out")
 PROCESSED = Path("data/processed")
+
+
+def full_precision(hook):
+    """The hook run on the model's own forward. accelerate wraps a prepared model's forward in
+    autocast under mixed precision (keeping it as `_original_forward`), so a hook would judge a
+    bf16 arm with a bf16 sampler; unwrapped, both arms are read by one fp32 instrument, as the
+    evaluate stage reads every policy."""
+    def run_unwrapped(step, model, tokenizer):
+        wrapped = model.__dict__.get("forward")
+        original = model.__dict__.get("_original_forward")
+        if original is not None:
+            model.forward = original
+        try:
+            return hook(step, model, tokenizer)
+        finally:
+            if wrapped is not None:
+                model.forward = wrapped
+    return run_unwrapped
 
 
 def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, samples: int,
@@ -56,6 +75,8 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
     hook = JudgeCurve.from_processed(PROCESSED, every=every, per_group=per_group, samples=samples,
                                      max_new_tokens=cfg.max_new_tokens, last_step=steps,
                                      system_prompt=cfg.system_prompt)
+    if cfg.precision == "bf16":
+        hook = full_precision(hook)
     paths = contextlib.nullcontext()
     if baseline_paths:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
@@ -178,6 +199,54 @@ def paired(path: Path, a: str, b: str, level: float = 0.95) -> str:
     return "\n".join(lines)
 
 
+# A change meant to leave learning as it is (a precision, a kernel) still samples other draws,
+# so it is adopted only if, paired with the code it replaces on the same machine and seeds, it
+# learns no worse. Written 2026-12-07 for bf16 on CPUs with AMX, before any of its runs.
+NO_WORSE = {"min_gain_diff": -0.05, "rule_runs_slack": 1}
+
+
+def no_worse(path: Path, new: str, old: str, level: float = 0.95) -> str:
+    """Variant `new` against `old`, paired per (seed, algorithm); every criterion printed, then
+    the verdict. No worse = all of:
+    - `new` has every (seed, algorithm) `old` has, and there are at least 2 pairs;
+    - the mean judge gain's paired difference: interval not wholly below 0, estimate at least
+      NO_WORSE["min_gain_diff"];
+    - the worst group's change, paired: interval not wholly below 0;
+    - `new` meets RULE in at least as many runs as `old`, less NO_WORSE["rule_runs_slack"]
+      (one run either way is within the noise of 16 samples a group).
+    Anything else keeps `old`: a change that cannot be shown no worse is not made."""
+    from pgrpo.stages.evaluation.metrics import t_interval
+
+    runs = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        variant, seed = r["name"].rsplit("_s", 1)
+        runs[(variant, seed, r["algorithm"])] = r
+    want = sorted((s, alg) for (v, s, alg) in runs if v == old)
+    missing = [k for k in want if (new, *k) not in runs]
+    if missing or len(want) < 2:
+        return (f"{new} against {old}: incomplete ({len(want)} runs of {old}, {new} lacks {missing})"
+                f"\nno worse: undecided, keep {old}")
+    checks = []
+    for what, f, floor in (("mean judge gain", judge_gain, NO_WORSE["min_gain_diff"]),
+                           ("worst group's change", worst_group_change, None)):
+        d = [f(runs[(new, s, alg)]) - f(runs[(old, s, alg)]) for s, alg in want]
+        mean, lo, hi = t_interval(d, level)
+        ok = hi >= 0 and (floor is None or mean >= floor)
+        checks.append((f"{what}, {new} - {old}: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                       + (f", estimate >= {floor:+.2f}" if floor is not None else "")
+                       + ", interval not below 0", ok))
+    n_new = sum(meets_rule(runs[(new, *k)]) for k in want)
+    n_old = sum(meets_rule(runs[(old, *k)]) for k in want)
+    rule_runs = (f"runs meeting the rule: {new} {n_new}, {old} {n_old} of {len(want)} "
+                 f"(at least {n_old} - {NO_WORSE['rule_runs_slack']})")
+    checks.append((rule_runs, n_new >= n_old - NO_WORSE["rule_runs_slack"]))
+    verdict = all(ok for _, ok in checks)
+    return "\n".join([f"{new} against {old}, paired over {len(want)} (seed, algorithm) runs:"]
+                     + [f"  {'met' if ok else 'MISSED'}: {text}" for text, ok in checks]
+                     + [f"no worse: {'yes, adopt ' + new if verdict else 'no, keep ' + old}"])
+
+
 def table(path: Path) -> str:
     """One row per run; the worst group is the one whose judge reward fell most from step 0
     (what the evaluate stage's rule calls harm, here without an interval)."""
@@ -220,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="print the table of runs.jsonl (or of a results file given here)")
     p.add_argument("--paired", nargs=2, metavar=("A", "B"),
                    help="variant A - variant B per (seed, algorithm), with intervals")
+    p.add_argument("--no_worse", nargs=2, metavar=("NEW", "OLD"),
+                   help="does variant NEW learn no worse than OLD (paired; the adoption rule)?")
     p.add_argument("--from", dest="source", type=Path, default=OUT / "runs.jsonl",
-                   help="the runs file --paired reads")
+                   help="the runs file --paired and --no_worse read")
     p.add_argument("--choose", type=Path, metavar="JSONL",
                    help="which variant (runs named <variant>_s<seed>) the rule makes the default")
     a = p.parse_args(argv)
@@ -231,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.paired:
         print(paired(a.source, *a.paired))
+        return 0
+    if a.no_worse:
+        print(no_worse(a.source, *a.no_worse))
         return 0
     if a.table:
         print(table(a.table))

@@ -66,6 +66,69 @@ def test_paired_differences_match_a_hand_computed_t_interval(tmp_path):
     assert "share 0 (seed, algorithm)" in tune.paired(path, "a", "c")
 
 
+def test_no_worse_adopts_only_a_change_no_criterion_finds_worse(tmp_path):
+    """The adoption rule of a change meant to leave learning as is (bf16 against fp32), on
+    six hand-made pairs: each criterion is made to fail on its own."""
+    cells = [(s, a) for s in (0, 1, 2) for a in ("grpo", "pgrpo")]
+    old = [row(f"fp32_s{s}", a, gain=0.2) for s, a in cells]
+
+    def verdict(variant, gains, worst=0.0, drop=0):
+        rows = old + [row(f"{variant}_s{s}", a, gain=g, worst=worst)
+                      for (s, a), g in list(zip(cells, gains))[drop:]]
+        path = tmp_path / f"{variant}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return tune.no_worse(path, variant, "fp32").splitlines()
+
+    jitter = [0.02, -0.02, 0.01, -0.01, 0.03, -0.03]           # differences of mean 0
+    assert verdict("same", [0.2 + j for j in jitter])[-1] == "no worse: yes, adopt same"
+    # every pair 0.1 lower: the gain's interval lies wholly below 0
+    lower = verdict("lower", [0.1 + j for j in jitter])
+    assert lower[-1] == "no worse: no, keep fp32" and lower[1].startswith("  MISSED: mean judge gain")
+    # differences -0.3, +0.2, ... of mean -0.06: the interval reaches 0, the estimate is too low
+    spread = verdict("spread", [0.2 + d for d in (-0.3, 0.2, -0.3, 0.2, -0.3, 0.14)])
+    assert spread[1].startswith("  MISSED: mean judge gain, spread - fp32: -0.060")
+    assert spread[-1] == "no worse: no, keep fp32"
+    # the same gains, but a group falls by 0.2 in every run: worst-group change below 0,
+    # and no run meets the rule any more (fp32 meets it in 6)
+    harm = verdict("harm", [0.2 + j for j in jitter], worst=-0.2)
+    assert [ln.split(":")[0] for ln in harm[1:4]] == ["  met", "  MISSED", "  MISSED"]
+    assert harm[3].endswith("harm 0, fp32 6 of 6 (at least 6 - 1)")
+    # a pair missing: undecided, whatever the rest says
+    assert verdict("part", [0.2 + j for j in jitter], drop=1)[-1] == "no worse: undecided, keep fp32"
+
+
+def test_a_bf16_arm_is_judged_by_the_fp32_forward(tmp_path):
+    """accelerate wraps the prepared model's forward in bf16 autocast; the judge-curve hook of
+    a bf16 arm must read the model's own fp32 forward (as the fp32 arm and the evaluate stage
+    do), and training must keep its autocast afterwards."""
+    import torch
+
+    from pgrpo.core.config import PolicyConfig
+    from pgrpo.core.trainer import Trainer
+
+    ids = torch.tensor([[1, 2, 3, 4]])
+    seen = {}
+
+    def probe(name):
+        def hook(step, model, tokenizer):
+            seen[name] = model(input_ids=ids).logits[0, -1]
+            return {}
+        return hook
+
+    cfg = PolicyConfig(model="tiny-random-llama", prompts="builtin", reward="length", steps=1,
+                       precision="bf16", prompts_per_step=2, num_generations=2, max_new_tokens=4)
+    trainer = Trainer(cfg, tmp_path, hooks=[probe("as prepared"), tune.full_precision(probe("fp32"))])
+    trainer.run_hooks()
+    model = trainer.acc.unwrap_model(trainer.model)
+    with torch.no_grad():
+        reference = model._original_forward(input_ids=ids).logits[0, -1]
+    assert torch.equal(seen["fp32"], reference)
+    as_prepared = seen["as prepared"]
+    assert not torch.equal(as_prepared, reference)
+    assert torch.equal(as_prepared, as_prepared.to(torch.bfloat16).float())  # bf16 values
+    assert model.forward is not model._original_forward  # training's autocast is back
+
+
 def test_a_tuning_run_records_the_judge_curve_kl_and_answer_lengths(tiny_pipeline):  # noqa: F811
     assert tune.main(["tiny_s1", "seed=1", "loss_agg=dr_grpo", "--algorithms", "grpo",
                       "--every", "2", "--per_group", "1", "--samples", "2"]) == 0
