@@ -72,8 +72,8 @@ def seed_state(name: str, seed: int, root: Path = Path("."), archive: Path | Non
     if running:
         alg, step = running[0]
         detail += f", {alg} at step {step if step is not None else 0}"
-    elif finished:
-        detail += ", evaluating"
+    elif finished:  # the evaluation makes the seed's reports folder; a training its own folder
+        detail += ", evaluating" if reports.is_dir() else ", the next training starting"
     return {**state, "state": "training", "detail": detail}
 
 

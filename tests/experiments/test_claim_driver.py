@@ -93,3 +93,12 @@ def test_the_status_reads_stamps_and_times_a_seed_from_its_start(tmp_path):
     assert lines[-1].endswith(f"prune_seeds.py c --weights --archive {archive}")
     touch(archive / "models/compare/c/seed0/pruned.json", "{}", t0)
     assert claim_status.seed_state("c", 0, tmp_path, archive)["state"] == "done"
+    # pgrpo finished: a training between two others, until the evaluation makes its folder
+    (running / "pgrpo/model").mkdir()
+    assert claim_status.seed_state("c", 3, tmp_path)["detail"] == (
+        "2 trainings finished, the next training starting")
+    (tmp_path / "reports/compare/c/seed3").mkdir(parents=True)
+    assert claim_status.seed_state("c", 3, tmp_path)["detail"] == "2 trainings finished, evaluating"
+    # a done seed is dated by its own pruned.json (a restored seed's stamps are checkout times)
+    touch(tmp_path / "models/compare/c/seed0/pruned.json", '{"when": "2026-12-07T20:26:35+0000"}', t0)
+    assert claim_status.report("c", [0], tmp_path)[1] == "  seed 0: done, threads 1 pruned 2026-12-07 20:26"
