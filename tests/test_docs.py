@@ -15,7 +15,7 @@ ROOTS = ("pgrpo/", "benchmarks/", "configs/", "docs/", "tests/", "flows/", "task
          "examples/")
 BACKTICKED = re.compile(r"`([^`\s]+)`")
 # the top-level README only: a README under a folder is written with its path ("../README.md")
-README_SECTION = re.compile(r"(?<![/\w.])README(?:\.md)?,? \(?\"([^\"]+)\"")
+README_SECTION = re.compile(r"(?<![/\w.])README(?:\.md)?,? (?:section )?\(?\"([^\"]+)\"")
 
 
 def named_paths(text: str) -> list[str]:
@@ -56,5 +56,6 @@ def test_every_readme_section_named_elsewhere_exists():
 def test_the_checks_see_a_missing_path_and_a_missing_section():
     assert named_paths("see `docs/nowhere.md`, `tests/core/test_loss.py::test_x` and "
                        "`models/compare/seed<s>/`") == ["docs/nowhere.md", "tests/core/test_loss.py"]
-    assert README_SECTION.findall('(README, "Speed") and (`../README.md`, "Pre-registered")') == ["Speed"]
+    assert README_SECTION.findall('(README, "Speed"), (README, section "GPU") and '
+                                  '(`../README.md`, "Pre-registered")') == ["Speed", "GPU"]
     assert readme_sections("# T\n\n## Speed\n**MLflow.** text\n") == ["T", "Speed", "MLflow."]
