@@ -8,6 +8,7 @@ unknown keys are an error that names the key, so a typo never passes silently.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -296,6 +297,24 @@ def section_from_cli(args: argparse.Namespace, name: str, schema: type[Section])
         return schema(**overrides)
     except ValidationError as e:
         raise ValueError(f"command-line flags of section '{name}':\n{e}") from None
+
+
+def run_stage_command(config, stage) -> int:
+    """A stage command's exit code. `config()` reads its config (a ValueError naming what is
+    wrong: exit 2, before any work), `stage(cfg)` runs it (bad input or a missing file: exit 1,
+    one line naming it, no traceback), and what the stage returns is printed as one JSON line."""
+    try:
+        cfg = config()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = stage(cfg)
+    except (ValueError, FileNotFoundError) as e:  # pandera's and our DataValidationError are ValueErrors
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,3 +64,34 @@ def test_wrong_types_and_a_prompt_table_without_the_reward_s_columns(tmp_path, m
     assert f"prompt table {table} lacks columns ['user_id']" in msg, msg
     assert "reward 'judge' reads ['user_id']" in msg and msg.count("lacks columns") == 1
     assert not (tmp_path / "models").exists()
+
+
+def test_a_stage_command_names_bad_input_in_one_line_and_exits_by_kind(tmp_path, capsys):
+    """`python -m pgrpo.stages.data.prepare` (the other stage commands share its shape,
+    pgrpo.core.config.run_stage_command): a bad flag exits 2 and a missing input file 1, each
+    with one line and nothing written; a run prints its result as one JSON line. A bug is not
+    bad input: it keeps its traceback."""
+    import json
+
+    from pgrpo.core.config import run_stage_command
+    from pgrpo.stages.data import prepare
+
+    out = tmp_path / "processed"
+    no_params = str(tmp_path / "none.yaml")
+    assert prepare.main(["--params", no_params, "--out_dir", str(out), "--n_users", "-3"]) == 2
+    assert "n_users" in capsys.readouterr().err and not out.exists()
+    missing = tmp_path / "nope.jsonl"
+    assert prepare.main(["--params", no_params, "--out_dir", str(out), "--source", "file",
+                         "--path", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(missing) in err and err.count("\n") == 1
+    assert not out.exists()
+    assert prepare.main(["--params", no_params, "--out_dir", str(out), "--n_users", "30"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and json.loads(printed[0])["users"]["total"] == 30
+
+    def buggy(cfg):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_stage_command(lambda: None, buggy)

@@ -20,7 +20,6 @@ not checked for being non-empty; evaluation then uses the learned reward only.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from pgrpo.core import paths
-from pgrpo.core.config import Section, add_config_args, section_from_cli
+from pgrpo.core.config import Section, add_config_args, run_stage_command, section_from_cli
 from pgrpo.stages.data import Tables
 from pgrpo.core.io import atomic_outputs, write_json
 from pgrpo.stages.data.schemas import DataValidationError, Judge, Pairs, Prompts, Users, validate
@@ -203,18 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out_dir", default=str(paths.PROCESSED), help="output folder")
     add_config_args(parser, PrepareConfig)
     args = parser.parse_args(argv)
-    try:
-        cfg = section_from_cli(args, "prepare", PrepareConfig)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        result = prepare(cfg, Path(args.out_dir))
-    except (ValueError, FileNotFoundError) as e:  # DataValidationError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps({"out_dir": args.out_dir, **result["rows"]}))
-    return 0
+    return run_stage_command(lambda: section_from_cli(args, "prepare", PrepareConfig),
+                             lambda cfg: {"out_dir": args.out_dir,
+                                          **prepare(cfg, Path(args.out_dir))["rows"]})
 
 
 if __name__ == "__main__":

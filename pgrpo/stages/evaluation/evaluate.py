@@ -53,6 +53,7 @@ from pgrpo.core.config import (
     add_config_args,
     load_section,
     read_params,
+    run_stage_command,
     section_from_cli,
 )
 from pgrpo.stages.evaluation import eval_cache
@@ -364,24 +365,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports_dir", default=str(paths.REPORTS))
     add_config_args(parser, EvalConfig)
     args = parser.parse_args(argv)
-    try:
+
+    def config() -> tuple[EvalConfig, PolicyConfig, list[str]]:
         cfg = section_from_cli(args, "evaluate", EvalConfig)
         have_params = Path(args.params).is_file()
         policy = load_section(args.params, "policy", PolicyConfig) if have_params else PolicyConfig()
         listed = list(read_params(args.params).get("algorithms") or {}) if have_params else []
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    algorithms = args.algorithms.split(",") if args.algorithms else listed
-    try:
-        results = evaluate(cfg, policy, algorithms, args.processed_dir, args.reward_dir,
-                           args.policy_root, args.reports_dir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps({a: {"mean_reward": r["mean_reward"], "worst_group": r["worst_group"]}
-                      for a, r in results["algorithms"].items()}))
-    return 0
+        return cfg, policy, args.algorithms.split(",") if args.algorithms else listed
+
+    def stage(config: tuple[EvalConfig, PolicyConfig, list[str]]) -> dict:
+        results = evaluate(*config, args.processed_dir, args.reward_dir, args.policy_root,
+                           args.reports_dir)
+        return {a: {"mean_reward": r["mean_reward"], "worst_group": r["worst_group"]}
+                for a, r in results["algorithms"].items()}
+
+    return run_stage_command(config, stage)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ Group names are "g0", "g1", ... by size, largest first (label keeps its values).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +43,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from pgrpo.core import paths
-from pgrpo.core.config import Section, add_config_args, section_from_cli
+from pgrpo.core.config import Section, add_config_args, run_stage_command, section_from_cli
 from pgrpo.core.io import atomic_outputs, read_table, write_json
 from pgrpo.stages.data.schemas import Groups, Pairs, Users, validate
 
@@ -346,18 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out_dir", default=str(paths.PROCESSED), help="where groups.parquet goes")
     add_config_args(parser, AssignConfig)
     args = parser.parse_args(argv)
-    try:
-        cfg = section_from_cli(args, SECTION, AssignConfig)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        metrics = assign_groups(cfg, args.users, args.pairs, args.out_dir)
-    except (ValueError, FileNotFoundError) as e:  # DataValidationError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(metrics, indent=2))
-    return 0
+    return run_stage_command(lambda: section_from_cli(args, SECTION, AssignConfig),
+                             lambda cfg: assign_groups(cfg, args.users, args.pairs, args.out_dir))
 
 
 if __name__ == "__main__":

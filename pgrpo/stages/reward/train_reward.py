@@ -28,7 +28,6 @@ Run recipe:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Literal
@@ -39,7 +38,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from pgrpo.core import paths
-from pgrpo.core.config import Section, add_config_args, section_from_cli
+from pgrpo.core.config import Section, add_config_args, run_stage_command, section_from_cli
 from pgrpo.core.io import atomic_outputs, read_table, write_json
 from pgrpo.core.models import resolve_device
 from pgrpo.stages.data.schemas import DataValidationError, Groups, Pairs, validate
@@ -283,19 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out_dir", default=str(paths.MODELS / "reward"))
     add_config_args(parser, RewardConfig)
     args = parser.parse_args(argv)
-    try:
-        cfg = section_from_cli(args, "reward", RewardConfig)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
+
+    def stage(cfg: RewardConfig) -> dict:
         metrics = train_reward(cfg, args.pairs, args.groups, args.out_dir)
-    except (DataValidationError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps({"out_dir": args.out_dir, "eval_accuracy": metrics["eval_accuracy"],
-                      "eval_accuracy_per_group": metrics["eval_accuracy_per_group"]}))
-    return 0
+        return {"out_dir": args.out_dir, "eval_accuracy": metrics["eval_accuracy"],
+                "eval_accuracy_per_group": metrics["eval_accuracy_per_group"]}
+
+    return run_stage_command(lambda: section_from_cli(args, "reward", RewardConfig), stage)
 
 
 if __name__ == "__main__":
