@@ -48,6 +48,20 @@ def last_step(metrics: Path) -> int | None:
     return max((s for s in steps if s is not None), default=None)
 
 
+def seed_algorithms(params: Path) -> list[str] | None:
+    """The algorithm names of the `algorithms:` section of the params file the comparison wrote
+    for a seed (two-space keys under it; standard library only, so no YAML parser), or None."""
+    if not params.is_file():
+        return None
+    names, inside = [], False
+    for line in params.read_text().splitlines():
+        if line and not line[0].isspace():
+            inside = line.rstrip() == "algorithms:"
+        elif inside and line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
+            names.append(line.strip()[:-1])
+    return names
+
+
 def seed_state(name: str, seed: int, root: Path = Path("."), archive: Path | None = None) -> dict:
     models = root / "models/compare" / name / f"seed{seed}"
     reports = root / "reports/compare" / name / f"seed{seed}"
@@ -72,8 +86,10 @@ def seed_state(name: str, seed: int, root: Path = Path("."), archive: Path | Non
     if running:
         alg, step = running[0]
         detail += f", {alg} at step {step if step is not None else 0}"
-    elif finished:  # the evaluation makes the seed's reports folder; a training its own folder
-        detail += ", evaluating" if reports.is_dir() else ", the next training starting"
+    elif finished:  # every registered algorithm trained: the evaluation; else the next training
+        registered = seed_algorithms(models / "params.yaml")
+        evaluating = reports.is_dir() or (registered is not None and set(registered) <= set(finished))
+        detail += ", evaluating" if evaluating else ", the next training starting"
     return {**state, "state": "training", "detail": detail}
 
 

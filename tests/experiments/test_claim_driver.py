@@ -93,12 +93,17 @@ def test_the_status_reads_stamps_and_times_a_seed_from_its_start(tmp_path):
     assert lines[-1].endswith(f"prune_seeds.py c --weights --archive {archive}")
     touch(archive / "models/compare/c/seed0/pruned.json", "{}", t0)
     assert claim_status.seed_state("c", 0, tmp_path, archive)["state"] == "done"
-    # pgrpo finished: a training between two others, until the evaluation makes its folder
+    # pgrpo finished: between two trainings while the seed's params register a third, then
+    # (all trained, or the reports folder made) its evaluation
     (running / "pgrpo/model").mkdir()
+    touch(running / "params.yaml", "policy:\n  steps: 8\nalgorithms:\n  grpo:\n    advantage: grpo\n"
+          "  pgrpo:\n    advantage: pgrpo\n  pgrpo_scale:\n    advantage: pgrpo_scale\ncompare:\n"
+          "  name: c\n", t0)
+    assert claim_status.seed_algorithms(running / "params.yaml") == ["grpo", "pgrpo", "pgrpo_scale"]
     assert claim_status.seed_state("c", 3, tmp_path)["detail"] == (
         "2 trainings finished, the next training starting")
-    (tmp_path / "reports/compare/c/seed3").mkdir(parents=True)
-    assert claim_status.seed_state("c", 3, tmp_path)["detail"] == "2 trainings finished, evaluating"
+    (running / "pgrpo_scale/model").mkdir(parents=True)
+    assert claim_status.seed_state("c", 3, tmp_path)["detail"] == "3 trainings finished, evaluating"
     # a done seed is dated by its own pruned.json (a restored seed's stamps are checkout times)
     touch(tmp_path / "models/compare/c/seed0/pruned.json", '{"when": "2026-12-07T20:26:35+0000"}', t0)
     assert claim_status.report("c", [0], tmp_path)[1] == "  seed 0: done, threads 1 pruned 2026-12-07 20:26"
