@@ -174,17 +174,23 @@ def choose(path: Path) -> str:
                               "this one harms its worst group least)"])
 
 
+def runs_by_variant(path: Path) -> dict[tuple[str, str, str], dict]:
+    """A runs file keyed by (variant, seed, algorithm); a run is named <variant>_s<seed>."""
+    runs = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        variant, seed = r["name"].rsplit("_s", 1)
+        runs[(variant, seed, r["algorithm"])] = r
+    return runs
+
+
 def paired(path: Path, a: str, b: str, level: float = 0.95) -> str:
     """Variant a - variant b within each (seed, algorithm) both ran: the mean judge gain and
     the worst group's change, with Student-t intervals over the pairs and their verdicts
     (pgrpo.stages.evaluation.metrics.interval_verdict, no margin)."""
     from pgrpo.stages.evaluation.metrics import interval_verdict, t_interval
 
-    runs = {}
-    for line in path.read_text().splitlines():
-        r = json.loads(line)
-        variant, seed = r["name"].rsplit("_s", 1)
-        runs[(variant, seed, r["algorithm"])] = r
+    runs = runs_by_variant(path)
     keys = sorted({(s, alg) for (v, s, alg) in runs if v == a} &
                   {(s, alg) for (v, s, alg) in runs if v == b})
     if len(keys) < 2:
@@ -217,11 +223,7 @@ def no_worse(path: Path, new: str, old: str, level: float = 0.95) -> str:
     Anything else keeps `old`: a change that cannot be shown no worse is not made."""
     from pgrpo.stages.evaluation.metrics import t_interval
 
-    runs = {}
-    for line in path.read_text().splitlines():
-        r = json.loads(line)
-        variant, seed = r["name"].rsplit("_s", 1)
-        runs[(variant, seed, r["algorithm"])] = r
+    runs = runs_by_variant(path)
     want = sorted((s, alg) for (v, s, alg) in runs if v == old)
     missing = [k for k in want if (new, *k) not in runs]
     if missing or len(want) < 2:
