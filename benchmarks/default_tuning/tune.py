@@ -37,24 +37,6 @@ OUT = Path("benchmarks/default_tuning/out")
 PROCESSED = Path("data/processed")
 
 
-def full_precision(hook):
-    """The hook run on the model's own forward. accelerate wraps a prepared model's forward in
-    autocast under mixed precision (keeping it as `_original_forward`), so a hook would judge a
-    bf16 arm with a bf16 sampler; unwrapped, both arms are read by one fp32 instrument, as the
-    evaluate stage reads every policy."""
-    def run_unwrapped(step, model, tokenizer):
-        wrapped = model.__dict__.get("forward")
-        original = model.__dict__.get("_original_forward")
-        if original is not None:
-            model.forward = original
-        try:
-            return hook(step, model, tokenizer)
-        finally:
-            if wrapped is not None:
-                model.forward = wrapped
-    return run_unwrapped
-
-
 def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, samples: int,
         baseline_paths: bool = False) -> dict:
     import contextlib
@@ -75,8 +57,6 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
     hook = JudgeCurve.from_processed(PROCESSED, every=every, per_group=per_group, samples=samples,
                                      max_new_tokens=cfg.max_new_tokens, last_step=steps,
                                      system_prompt=cfg.system_prompt)
-    if cfg.precision == "bf16":
-        hook = full_precision(hook)
     paths = contextlib.nullcontext()
     if baseline_paths:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/

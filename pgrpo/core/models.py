@@ -15,6 +15,7 @@ Anything else is handed to `from_pretrained` (a local path or a hub id).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -35,6 +36,24 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+@contextlib.contextmanager
+def own_forward(model: torch.nn.Module):
+    """The model runs its own forward inside the block. Under mixed precision accelerate wraps
+    a prepared model's forward in autocast, keeping the original as `_original_forward`, and
+    `unwrap_model` keeps that wrapper; a measurement taken between training steps (a judge
+    curve) would then sample in bf16, unlike the evaluate stage. The weights are fp32 either
+    way, so the own forward is the fp32 model; training's wrapper is back afterwards."""
+    wrapped = model.__dict__.get("forward")
+    original = model.__dict__.get("_original_forward")
+    if original is not None:
+        model.forward = original
+    try:
+        yield model
+    finally:
+        if wrapped is not None:
+            model.forward = wrapped
 
 
 def resolve_device(name: str) -> torch.device:

@@ -31,7 +31,7 @@ from pgrpo.core.checkpoint import latest_checkpoint, load_checkpoint, read_train
 from pgrpo.core.config import PolicyConfig
 from pgrpo.core.hashing import path_sha256
 from pgrpo.core.loss import masked_mean, policy_loss
-from pgrpo.core.models import load_policy
+from pgrpo.core.models import load_policy, own_forward
 from pgrpo.core.prompts import PromptSet, load_prompts, step_prompts
 from pgrpo.core.rewards import RewardFn, resolve_reward
 from pgrpo.core.logprobs import batched_logprobs, completion_logprobs, micro_batches
@@ -41,7 +41,8 @@ from pgrpo.core.metric_log import JsonlLogger, MetricLogger, MultiLogger
 
 # A step hook sees the policy between steps and returns metrics to log at that step ({} when
 # it has nothing to say then); e.g. pgrpo.stages.evaluation.judge_curve, the judge on held-out prompts every k
-# steps. Hooks run on the main process with the model in eval mode and no gradients.
+# steps. Hooks run on the main process with the model in eval mode, no gradients and its own
+# (full-precision) forward.
 StepHook = Callable[[int, torch.nn.Module, object], dict[str, float]]
 
 
@@ -333,8 +334,9 @@ class Trainer:
             model = self.acc.unwrap_model(self.model)
             was_training = model.training
             model.eval()
-            for hook in self.hooks:
-                out.update(hook(self.step, model, self.tokenizer))
+            with own_forward(model):  # fp32 under bf16 training too, as evaluation reads policies
+                for hook in self.hooks:
+                    out.update(hook(self.step, model, self.tokenizer))
             model.train(was_training)
         return out
 

@@ -173,3 +173,28 @@ def test_runs_with_different_precisions_share_one_process(tmp_path, tiny_cfg):
     for precision in ("bf16", "fp32"):
         result = train_policy(tiny_cfg(steps=1, precision=precision), tmp_path / precision)
         assert result.step == 1
+
+
+def test_hooks_of_a_bf16_run_read_the_fp32_forward(tmp_path, tiny_cfg):
+    """accelerate wraps the prepared model's forward in bf16 autocast; a hook (a judge curve)
+    must read the model's own fp32 forward, as the evaluate stage reads every policy, and
+    training must get its autocast back afterwards."""
+    ids = torch.tensor([[1, 2, 3, 4]])
+    seen = {}
+
+    def probe(name):
+        def hook(step, model, tokenizer):
+            seen[name] = model(input_ids=ids).logits[0, -1]
+            return {}
+        return hook
+
+    trainer = Trainer(tiny_cfg(steps=1, precision="bf16"), tmp_path, hooks=[probe("hook")])
+    trainer.run_hooks()
+    model = trainer.acc.unwrap_model(trainer.model)
+    with torch.no_grad():
+        reference = model._original_forward(input_ids=ids).logits[0, -1]
+        as_trained = model(input_ids=ids).logits[0, -1]  # training's forward, under autocast
+    assert torch.equal(seen["hook"], reference)
+    assert not torch.equal(as_trained, reference)
+    assert torch.equal(as_trained, as_trained.to(torch.bfloat16).float())  # bf16 values
+    assert model.forward is not model._original_forward  # training's autocast is back
