@@ -2,9 +2,11 @@
 
     python benchmarks/llm_compare/answer.py                  # from the repo root (or ../claim)
     python benchmarks/llm_compare/answer.py --out answer.md  # the same, written to a file
+    python benchmarks/llm_compare/answer.py --task movielens # benchmarks/movielens_compare/
 
-Reads `reports/compare/<name>/summary.json` of each preset (configs/claim_judge.yaml,
-configs/claim.yaml; what `claim.sh` writes at its end) and prints one markdown section:
+Reads `reports/compare/<name>/summary.json` of each preset of the task (llm:
+configs/claim_judge.yaml, configs/claim.yaml; movielens: configs/claim_movielens_judge.yaml,
+configs/claim_movielens.yaml; what `claim.sh` writes at its end) and prints one markdown section:
 a table per reward of every endpoint's estimate, interval and verdict, the run-by-run
 "helps" counts, and the paragraph a user can act on. That paragraph follows the mapping
 fixed in the pre-registration (benchmarks/llm_compare/README.md, "Pre-registered"), coded
@@ -22,11 +24,19 @@ from pathlib import Path
 from pgrpo.experiments.compare import load_compare, reports_root
 from pgrpo.experiments.compare_summary import _ci  # the report's interval format, "+x [+lo, +hi]"
 
-# (preset, what the training reward is); the judge first: the clean test of the estimator
-PRESETS = (("configs/claim_judge.yaml", ("the judge as training reward (the clean test of the "
-            "estimator: no reward model to hack)")),
-           ("configs/claim.yaml", ("the learned reward model (the product's default, what "
-            "`make run` trains on)")))
+# Per task: its title and (preset, what the training reward is), the judge first: the clean
+# test of the estimator. The MovieLens pair was added with its pre-registration, before its runs.
+TASKS = {
+    "llm": ("the synthetic personas task",
+            (("configs/claim_judge.yaml", ("the judge as training reward (the clean test of the "
+              "estimator: no reward model to hack)")),
+             ("configs/claim.yaml", ("the learned reward model (the product's default, what "
+              "`make run` trains on)")))),
+    "movielens": ("MovieLens 100K, the paper's task on real ratings",
+                  (("configs/claim_movielens_judge.yaml", ("the judge as training reward (each "
+                    "training user's own held-out liked movies: the clean test of the estimator)")),
+                   ("configs/claim_movielens.yaml", ("the learned reward model (per group, from "
+                    "pairs of later liked vs disliked movies: the product's pipeline)"))))}
 
 # Endpoints in the order of the pre-registration: (metric, difference kind, label, primary)
 ENDPOINTS = (("mean_reward", "reference", "mean judge reward over groups (the answer)", True),
@@ -82,7 +92,8 @@ def load(preset: str) -> tuple[dict, list[int]]:
     path = reports_root(cfg.name) / "summary.json"
     if not path.is_file():
         raise SystemExit(f"answer.py: no {path} here ({Path.cwd()}): run "
-                         "`bash benchmarks/llm_compare/claim.sh` first (its last step writes it)")
+                         f"`PRESETS={preset} bash benchmarks/llm_compare/claim.sh` first (its last "
+                         "step writes it)")
     return json.loads(path.read_text()), list(cfg.seeds)
 
 
@@ -90,9 +101,10 @@ def complete(summary: dict, seeds: list[int]) -> bool:
     return sorted(summary["runs"]) == sorted(f"seed{s}" for s in seeds)
 
 
-def render(summaries: list[tuple[str, dict, list[int]]]) -> str:
-    """summaries: (what the reward is, summary.json, registered seeds), one per reward."""
-    lines = ["### P-GRPO against GRPO: the pre-registered answer", ""]
+def render(summaries: list[tuple[str, dict, list[int]]], task: str = "") -> str:
+    """summaries: (what the reward is, summary.json, registered seeds), one per reward; task:
+    what was learned, named in the title when given."""
+    lines = [f"### P-GRPO against GRPO{' on ' + task if task else ''}: the pre-registered answer", ""]
     for what, s, seeds in summaries:
         n, margin = s["n_runs"], s.get("margin")
         lines += [(f"**With {what}** ({n} of {len(seeds)} registered seeds; "
@@ -136,12 +148,15 @@ def render(summaries: list[tuple[str, dict, list[int]]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, help="write the section here instead of stdout")
+    ap.add_argument("--task", choices=sorted(TASKS), default="llm",
+                    help="which pre-registered comparison (default: llm, issue 25's)")
     args = ap.parse_args(argv)
+    title, presets = TASKS[args.task]
     summaries = []
-    for preset, what in PRESETS:
+    for preset, what in presets:
         summary, seeds = load(preset)
         summaries.append((what, summary, seeds))
-    text = render(summaries)
+    text = render(summaries, title if args.task != "llm" else "")
     if args.out:
         args.out.write_text(text)
     else:

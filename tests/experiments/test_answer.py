@@ -78,3 +78,22 @@ def test_main_reads_both_presets_and_names_a_missing_summary(tmp_path, monkeypat
     # the presets register ten seeds; three hand-made runs are a partial result
     assert text.count("Partial: 3 of the 10 registered seeds") == 2
     assert text.index("the judge as training reward") < text.index("the learned reward model")
+
+
+def test_the_movielens_task_reads_its_own_presets(tmp_path, monkeypatch):
+    for f in ("params.yaml", "configs/movielens.yaml", "configs/claim_movielens.yaml",
+              "configs/claim_movielens_judge.yaml"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / f, tmp_path / f)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="no reports/compare/claim_ml_judge/summary.json"):
+        answer.main(["--task", "movielens"])
+    for name in ("claim_ml_judge", "claim_ml_learned"):
+        out = tmp_path / "reports/compare" / name
+        out.mkdir(parents=True)
+        (out / "summary.json").write_text(json.dumps(_summary("supported")))
+    answer.main(["--task", "movielens", "--out", str(tmp_path / "answer.md")])
+    text = (tmp_path / "answer.md").read_text()
+    assert text.startswith("### P-GRPO against GRPO on MovieLens 100K")
+    assert text.index("held-out liked movies") < text.index("later liked vs disliked")
+    assert text.count("Partial: 3 of the 10 registered seeds") == 2

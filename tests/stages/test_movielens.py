@@ -94,3 +94,35 @@ def test_the_judge_by_hand_on_a_real_user(movielens_repro):
     completions = [f"You might enjoy {named}.", f"Try a {genre.lower()} film.", "Try this one."]
     got = judge_scores(judge, [user] * 3, completions)
     assert got.tolist() == pytest.approx([1.0, 0.5 / len(genres), 0.0])
+
+
+def test_the_judge_trains_a_policy_on_training_users(movielens_repro):
+    """configs/claim_movielens_judge.yaml trains on the judge: a training user's prompt is
+    scored by that user's own held-out movies (1 for naming one), and a real training step of
+    the pipeline runs on it."""
+    import sys
+
+    from test_dvc_pipeline import _run
+
+    import pgrpo.stages.reward.training_rewards  # noqa: F401 - registers the judge
+    from pgrpo.core.metric_log import read_metrics
+    from pgrpo.core.prompts import load_prompts
+    from pgrpo.core.rewards import resolve_reward
+
+    repo, env, _ = movielens_repro
+    prompts_path = repo / "data/processed/prompts.parquet"
+    train = load_prompts(str(prompts_path), groups=repo / "data/processed/groups.parquet",
+                         split="train")
+    judge = pd.read_parquet(repo / "data/processed/judge.parquet").set_index("user_id")
+    meta = train.metadata[0]
+    title = json.loads(judge.loc[meta["user_id"], "payload"])[0]["title"]
+    reward = resolve_reward("judge", str(prompts_path), train.group_names, "cpu")
+    got = reward([train.prompts[0]] * 2, [f"You might enjoy {title}.", "Try this one."],
+                 train.group_ids[:1].repeat(2), [meta, meta])
+    assert got.tolist() == [1.0, 0.0]
+
+    _run([sys.executable, "-m", "pgrpo.orchestration.pipeline", "train_policy", "--algorithm",
+          "pgrpo", "--set", "policy.reward=judge", "--set", "policy.steps=1"], repo, env)
+    [row] = [r for r in read_metrics(repo / "models/policy/pgrpo/metrics.jsonl") if r["step"] == 1]
+    rewards = [v for k, v in row.items() if k.startswith("train/reward/")]
+    assert rewards and all(0.0 <= v <= 1.0 for v in rewards)  # the judge's range, not a model's
