@@ -9,7 +9,7 @@
         --conditions clean,trap --tilts 0.5,0.8
 
 Per cell and group: the judge reward at the last evaluation ("final") and the area under
-the judge-reward curve over the evaluations (pgrpo.stages.evaluation.metrics.curve_auc: the mean reward over
+the judge-reward curve over the evaluations (pgrpo.stages.evaluation.curves.curve_auc: the mean reward over
 training, so larger = faster). A cell's headline is the mean over groups (every group
 weighs the same: the claim is about minorities too). Differences are paired: estimator
 minus reference within a seed (same prompts, offsets and sampling seeds), then a Student-t
@@ -41,7 +41,8 @@ import numpy as np
 
 from pgrpo.experiments.mechanism import cells
 from pgrpo.experiments.mechanism_config import MechanismConfig
-from pgrpo.stages.evaluation.metrics import curve_auc, interval_verdict, seeds_needed, t_interval
+from pgrpo.stages.evaluation.curves import curve_auc
+from pgrpo.stages.evaluation.metrics import interval_verdict, seeds_needed, t_interval
 from pgrpo.stages.evaluation.report import markdown_table
 
 # (claim id, text, A, B, metric): the paper's three claims, then ours (beyond the paper).

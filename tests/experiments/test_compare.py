@@ -202,7 +202,7 @@ def test_gains_over_the_base_are_paired_within_a_run():
 
 def test_mean_curves_carry_the_judge_curve_where_the_runs_logged_it(tmp_path, monkeypatch):
     from pgrpo.experiments.compare import mean_curves, seed_dirs
-    from pgrpo.stages.evaluation.metrics import JUDGE_CURVE_KEY, curve_key
+    from pgrpo.stages.evaluation.curves import JUDGE_CURVE_KEY, curve_key
 
     monkeypatch.chdir(tmp_path)
     cfg = CompareConfig(seeds=[0, 1], algorithms={"grpo": {}, "pgrpo": {}}, name="c")

@@ -24,7 +24,8 @@ from pgrpo.core.config import PolicyConfig
 from pgrpo.stages.data.personas import make_personas, persona_to_json, utility
 from pgrpo.stages.evaluation.evaluate import EvalConfig, evaluate, main
 from pgrpo.stages.evaluation.judge import judge_scores
-from pgrpo.stages.evaluation.metrics import curve_auc, win_rate
+from pgrpo.stages.evaluation.curves import curve_auc
+from pgrpo.stages.evaluation.metrics import win_rate
 from pgrpo.core.metric_log import read_metrics
 
 ALGS = ["pgrpo", "grpo"]

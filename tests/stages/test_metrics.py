@@ -1,4 +1,4 @@
-"""Evaluation metric functions (pgrpo.stages.evaluation.metrics) against hand-computed cases.
+"""Evaluation metric and curve functions (pgrpo.stages.evaluation.metrics, .curves) against hand-computed cases.
 
     .venv/bin/python -m pytest -q tests/stages/test_metrics.py
 """
@@ -10,16 +10,18 @@ import math
 import numpy as np
 import pytest
 
-from pgrpo.stages.evaluation.metrics import (
-    bootstrap_ci,
+from pgrpo.stages.evaluation.curves import (
     curve_auc,
     learning_efficiency,
-    majority_group,
-    minority_majority_gap,
-    policy_summaries,
     reward_curve,
     running_mean,
     steps_to_fraction,
+)
+from pgrpo.stages.evaluation.metrics import (
+    bootstrap_ci,
+    majority_group,
+    minority_majority_gap,
+    policy_summaries,
     win_rate,
 )
 

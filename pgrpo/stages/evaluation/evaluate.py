@@ -60,16 +60,14 @@ from pgrpo.stages.evaluation import eval_cache
 from pgrpo.stages.evaluation.eval_config import EvalConfig
 from pgrpo.core.io import atomic_outputs, read_table, write_json
 from pgrpo.stages.evaluation.judge import judge_kind, judge_scores
-from pgrpo.stages.evaluation.metrics import (
+from pgrpo.stages.evaluation.curves import (
     JUDGE_CURVE_KEY,
     curve_key,
-    helps_users,
     learning_efficiency,
-    majority_group,
-    policy_summaries,
     reward_curve,
     steps_key,
 )
+from pgrpo.stages.evaluation.metrics import helps_users, majority_group, policy_summaries
 from pgrpo.core.models import load_policy, resolve_device
 from pgrpo.core.prompts import PromptSet, load_prompts
 from pgrpo.stages.evaluation.reward_check import reward_signal_check

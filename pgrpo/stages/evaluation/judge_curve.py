@@ -24,7 +24,7 @@ import torch
 
 from pgrpo.core.io import read_table
 from pgrpo.stages.evaluation.judge import judge_kind, judge_scores
-from pgrpo.stages.evaluation.metrics import JUDGE_CURVE_KEY as KEY  # per-group curve, read by pgrpo.stages.evaluation.metrics
+from pgrpo.stages.evaluation.curves import JUDGE_CURVE_KEY as KEY  # per-group curve, read by pgrpo.stages.evaluation.curves
 from pgrpo.core.prompts import PromptSet
 from pgrpo.core.rollout import generate
 from pgrpo.core.rollout import derived_seed

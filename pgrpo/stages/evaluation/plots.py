@@ -22,7 +22,7 @@ matplotlib.use("Agg")  # before pyplot: headless machines, DVC / Prefect workers
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from pgrpo.stages.evaluation.metrics import JUDGE_CURVE_KEY, curve_key, reward_curve, running_mean
+from pgrpo.stages.evaluation.curves import JUDGE_CURVE_KEY, curve_key, reward_curve, running_mean
 
 BASE_COLOR = "0.55"
 
