@@ -31,7 +31,7 @@ floors up to the default run's train_policy + evaluate stages and to one compari
 
 `--baseline` also profiles the step as it ran before the shared-prompt forward and the
 decode loop (transformers' generate() with torch.multinomial, one forward per completion;
-both kept in this file, nowhere else), same config and seed, and prints the ratios:
+both kept in benchmarks/baseline_paths.py, nowhere else), same config and seed, and prints the ratios:
 `step_time_ratio_vs_baseline=<now / before>`.
 
 `--bf16` also profiles the step under bf16 autocast (`policy.precision: bf16`), same config and
@@ -143,64 +143,6 @@ def print_table(title: str, rows: list[tuple[str, float, float, float]]) -> floa
     sec, floor = sum(r[1] for r in rows), sum(r[3] for r in rows)
     print(f"| **total** | **{sec:.2f}** | | **{floor:.2f}** | **{sec / floor:.1f}** |")
     return sec / floor
-
-
-# --------------------------------------------------------------------------- the baseline paths
-
-@torch.no_grad()
-def hf_generate(model, tokenizer, prompts, num_generations, *, max_new_tokens, temperature=1.0,
-                top_p=1.0, system_prompt=None, with_logprobs=False):
-    """Sampling as it was (commit 7b9e587): each prompt's KV cache computed once, then
-    transformers' generate() (torch.multinomial, its own per-step bookkeeping)."""
-    from pgrpo.core.rollout import Rollout, chat_prompts, completion_mask_from_eos, eos_token_ids
-
-    texts = chat_prompts(tokenizer, prompts, system_prompt)
-    enc = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
-                    add_special_tokens=False)
-    g = num_generations
-    ids, mask = enc["input_ids"].repeat_interleave(g, 0), enc["attention_mask"].repeat_interleave(g, 0)
-    eos = eos_token_ids(model, tokenizer)
-    was_training = model.training
-    model.eval()
-    positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=enc["input_ids"][:, :-1], attention_mask=enc["attention_mask"][:, :-1],
-                position_ids=positions[:, :-1], use_cache=True, logits_to_keep=1)
-    key = "cache" if "cache" in out else "past_key_values"
-    cache = out[key]
-    cache.batch_repeat_interleave(g)
-    out = model.generate(input_ids=ids, attention_mask=mask, **{key: cache}, do_sample=True,
-                         temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-                         eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
-                         output_logits=with_logprobs, return_dict_in_generate=True)
-    model.train(was_training)
-    completion = out.sequences[:, ids.shape[1]:]
-    comp_mask = completion_mask_from_eos(completion, eos)
-    completion = torch.where(comp_mask.bool(), completion, tokenizer.pad_token_id)
-    return Rollout(input_ids=torch.cat([ids, completion], 1),
-                   attention_mask=torch.cat([mask, comp_mask], 1), completion_mask=comp_mask,
-                   prompt_len=ids.shape[1],
-                   completions=tokenizer.batch_decode(completion, skip_special_tokens=True))
-
-
-def per_row_logprobs(model, input_ids, attention_mask, prompt_len, num_generations=1,
-                     temperature=1.0, with_entropy=False):
-    """The forward as it was: every completion a row of its own, its prompt recomputed."""
-    from pgrpo.core.logprobs import token_logprobs
-
-    return token_logprobs(model, input_ids, attention_mask, prompt_len, temperature, with_entropy)
-
-
-def baseline_paths():
-    """Patch the trainer's sampling and forward to the baseline's (undone on exit)."""
-    import contextlib
-    from unittest import mock
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(mock.patch("pgrpo.core.trainer.generate", hf_generate))
-    stack.enter_context(mock.patch("pgrpo.core.trainer.completion_logprobs", per_row_logprobs))
-    stack.enter_context(mock.patch("pgrpo.core.trainer.micro_batches", lambda n, size, g: [
-        slice(start, start + size) for start in range(0, n, size)]))  # rows, not prompts
-    return stack
 
 
 # --------------------------------------------------------------------------- the training step
@@ -409,6 +351,8 @@ def main() -> None:
     step_time, step_mult, step_floor, tokens_per_s = profile_step(cfg, args.steps, gflops, gbytes)
     before = None
     if args.baseline:
+        from baseline_paths import baseline_paths  # beside this script
+
         with baseline_paths():
             before = profile_step(cfg, args.steps, gflops, gbytes,
                                   " as before (generate(), one forward per completion)")

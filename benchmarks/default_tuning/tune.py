@@ -19,7 +19,7 @@ running on the machine:
     python benchmarks/default_tuning/tune.py --no_worse bf16 fp32  # may bf16 replace fp32?
 
 `--baseline_paths` trains with the sampling and forward the trainer had before the speed
-work (benchmarks/step_profile.py's `baseline_paths`); the judge curve and the KL keep
+work (benchmarks/baseline_paths.py); the judge curve and the KL keep
 today's code, so both arms are measured by one instrument and differ only in training.
 """
 
@@ -60,7 +60,7 @@ def run(name: str, overrides: dict, algorithm: str, every: int, per_group: int, 
     paths = contextlib.nullcontext()
     if baseline_paths:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/
-        from step_profile import baseline_paths as old_paths
+        from baseline_paths import baseline_paths as old_paths
         paths = old_paths()
     t0 = time.perf_counter()
     with paths:

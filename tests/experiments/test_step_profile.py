@@ -1,4 +1,5 @@
-"""benchmarks/step_profile.py: the floor of the default's work, summed from phase floors.
+"""benchmarks/step_profile.py: the floor of the default's work, summed from phase floors; and
+the baseline paths it (and tune.py --baseline_paths) measures against still train a step.
 
     python -m pytest -q tests/experiments/test_step_profile.py
 
@@ -7,6 +8,7 @@ here, not against the function's own formula.
 """
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("step_profile", REPO / "benchmarks/step_profile.py")
 step_profile = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(step_profile)
+spec = importlib.util.spec_from_file_location("baseline_paths", REPO / "benchmarks/baseline_paths.py")
+baseline_paths = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(baseline_paths)
 
 
 def floors_printed(capsys) -> dict[str, float]:
@@ -44,3 +49,20 @@ def test_run_floors_scale_the_profiled_evaluation_to_the_stage(capsys):
         (training + base + 2 * policy + 3 * validation) / 60, abs=0.005)
     assert got["comparison_seed_floor_min"] == pytest.approx(
         (training + 2 * (policy + validation)) / 60, abs=0.005)
+
+
+
+def test_the_baseline_paths_train_a_step_of_todays_trainer(tmp_path, tiny_cfg):
+    """They replace the trainer's sampling and forward by patching its names, so a change to
+    how the trainer calls them breaks them (it did once: the `draws` argument); a step must
+    run on them, on the old code, and the trainer's own must be back afterwards."""
+    import pgrpo.core.trainer as trainer_module
+    from pgrpo.core.trainer import Trainer
+
+    trainer = Trainer(tiny_cfg(steps=1), tmp_path)
+    with baseline_paths.baseline_paths():
+        assert trainer_module.generate is baseline_paths.hf_generate
+        metrics = trainer.train_step()
+    assert metrics["train/completion_tokens"] > 0
+    assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
+    assert trainer_module.generate is not baseline_paths.hf_generate
