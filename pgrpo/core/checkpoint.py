@@ -13,7 +13,10 @@
                               copy before it reruns a stage; a resume restores it from here)
 
 A checkpoint is written to a temporary folder and renamed, so a run killed
-mid-write leaves the previous checkpoint as the latest complete one.
+mid-write leaves the previous checkpoint as the latest complete one. It is resumed only
+under the fingerprint it was saved with (run_fingerprint: the config but how long the run
+goes and how it checkpoints, the bytes of the files it read, the code); fingerprint_changes
+names what differs when it is not.
 """
 
 from __future__ import annotations
@@ -23,11 +26,16 @@ import os
 import random
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import safetensors.torch
 import torch
 
 from pgrpo.core.advantages import GroupRewardStats
+from pgrpo.core.hashing import path_sha256
+
+if TYPE_CHECKING:
+    from pgrpo.core.config import PolicyConfig
 
 PREFIX = "step_"
 
@@ -117,3 +125,32 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, stats: GroupRewardS
     stats.load_state_dict(torch.load(path / "group_stats.pt", weights_only=True))
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return json.loads((path / "trainer_state.json").read_text())
+
+
+# Fields a resumed run may change: how long it runs and how it checkpoints.
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "resume", "judge_every",
+                     "judge_prompts_per_group", "judge_samples_per_prompt"}
+
+
+def run_fingerprint(cfg: PolicyConfig, extra: dict | None = None) -> dict:
+    """What a checkpoint may be resumed under: the config (but the RESUMABLE_CHANGES), the
+    content of the files it names (model, prompts, groups, reward model) and `extra` (the
+    pipeline adds the hashes of the code the stage runs)."""
+    config = {k: v for k, v in cfg.model_dump().items() if k not in RESUMABLE_CHANGES}
+    files = {name: path_sha256(p) for name in ("model", "prompts", "groups", "reward")
+             if (p := getattr(cfg, name)) and Path(p).exists()}
+    return {"config": config, "files": files, **(extra or {})}
+
+
+def fingerprint_changes(saved: dict, current: dict) -> list[str]:
+    """What differs between two fingerprints, named (config fields with their values)."""
+    if "config" not in saved:
+        return ["no fingerprint (a checkpoint from before fingerprints)"]
+    out = [f"{k}: {saved['config'].get(k)!r} -> {v!r}" for k, v in current["config"].items()
+           if saved["config"].get(k) != v]
+    for part in sorted((set(saved) | set(current)) - {"config"}):  # files, code: hash maps
+        old, new = saved.get(part) or {}, current.get(part) or {}
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if keys:
+            out.append(f"{part} changed: {', '.join(keys)}")
+    return out

@@ -27,17 +27,23 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from pgrpo.core.advantages import AdvantageConfig, GroupRewardStats, check_finite, get_advantage_fn
-from pgrpo.core.checkpoint import latest_checkpoint, load_checkpoint, read_trainer_state, save_checkpoint
+from pgrpo.core.checkpoint import (
+    fingerprint_changes,
+    latest_checkpoint,
+    load_checkpoint,
+    read_trainer_state,
+    run_fingerprint,
+    save_checkpoint,
+)
 from pgrpo.core.config import PolicyConfig
-from pgrpo.core.hashing import path_sha256
+from pgrpo.core.logprobs import batched_logprobs, completion_logprobs, micro_batches
 from pgrpo.core.loss import masked_mean, policy_loss
+from pgrpo.core.metric_log import JsonlLogger, MetricLogger, MultiLogger
 from pgrpo.core.models import load_policy, own_forward
 from pgrpo.core.prompts import PromptSet, load_prompts, step_prompts
 from pgrpo.core.rewards import RewardFn, resolve_reward
-from pgrpo.core.logprobs import batched_logprobs, completion_logprobs, micro_batches
 from pgrpo.core.rollout import Rollout, RowDraws, derived_seed, eos_token_ids, generate
 from pgrpo.core.step_metrics import group_metrics, rollout_metrics
-from pgrpo.core.metric_log import JsonlLogger, MetricLogger, MultiLogger
 
 # A step hook sees the policy between steps and returns metrics to log at that step ({} when
 # it has nothing to say then); e.g. pgrpo.stages.evaluation.judge_curve, the judge on held-out prompts every k
@@ -80,35 +86,6 @@ def _wrap_lora(model, cfg: PolicyConfig):
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                       target_modules="all-linear", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
-
-
-# Fields a resumed run may change: how long it runs and how it checkpoints.
-RESUMABLE_CHANGES = {"steps", "checkpoint_every", "keep_checkpoints", "resume", "judge_every",
-                     "judge_prompts_per_group", "judge_samples_per_prompt"}
-
-
-def run_fingerprint(cfg: PolicyConfig, extra: dict | None = None) -> dict:
-    """What a checkpoint may be resumed under: the config (but the RESUMABLE_CHANGES), the
-    content of the files it names (model, prompts, groups, reward model) and `extra` (the
-    pipeline adds the hashes of the code the stage runs)."""
-    config = {k: v for k, v in cfg.model_dump().items() if k not in RESUMABLE_CHANGES}
-    files = {name: path_sha256(p) for name in ("model", "prompts", "groups", "reward")
-             if (p := getattr(cfg, name)) and Path(p).exists()}
-    return {"config": config, "files": files, **(extra or {})}
-
-
-def fingerprint_changes(saved: dict, current: dict) -> list[str]:
-    """What differs between two fingerprints, named (config fields with their values)."""
-    if "config" not in saved:
-        return ["no fingerprint (a checkpoint from before fingerprints)"]
-    out = [f"{k}: {saved['config'].get(k)!r} -> {v!r}" for k, v in current["config"].items()
-           if saved["config"].get(k) != v]
-    for part in sorted((set(saved) | set(current)) - {"config"}):  # files, code: hash maps
-        old, new = saved.get(part) or {}, current.get(part) or {}
-        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if keys:
-            out.append(f"{part} changed: {', '.join(keys)}")
-    return out
 
 
 class Trainer:
