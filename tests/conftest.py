@@ -21,7 +21,10 @@ os.environ.update(NO_TELEMETRY)
 # on 2 idle cores, past Prefect's default 20 s when the machine is busy. Here, not in one
 # test file, so that a folder or a file run alone gets them too. prefect_test_harness has its
 # own fixed 30 s unless called with server_startup_timeout=None, as every test here does.
+# Made here: Prefect makes only the last folder, and warned in a fresh clone, which has no
+# .pytest_cache yet (once make test started pytest workers before pytest made it).
 os.environ.setdefault("PREFECT_HOME", str(REPO / ".pytest_cache" / "prefect-home"))
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
