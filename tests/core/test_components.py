@@ -10,7 +10,13 @@ from pgrpo.core.checkpoint import latest_checkpoint, save_checkpoint
 from pgrpo.core.config import PolicyConfig, add_config_args, load_section, section_from_cli
 from pgrpo.core.models import build_tiny_model, resolve_model
 from pgrpo.core.prompts import BUILTIN_GROUPS, builtin_prompts, load_prompts
-from pgrpo.core.rewards import count_words, get_reward_fn, length_preference_reward
+from pgrpo.core.rewards import (
+    REWARDS,
+    count_words,
+    get_reward_fn,
+    length_preference_reward,
+    movielens_rule_reward,
+)
 
 
 def test_unknown_params_key_is_an_error_naming_it(tmp_path):
@@ -156,3 +162,26 @@ def test_sgd_optimizer_is_plain_sgd(tmp_path, tiny_cfg):
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train_step()
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_movielens_rule_reward():
+    meta = {"heldout_titles": ["Toy Story (1995)", "Matrix, The (1999)"],
+            "liked_genres": ["Sci-Fi", "Comedy", "War", "Children's"]}
+    completions = [
+        "You should watch TOY STORY next!",               # held-out title, any case, no year
+        "Try The Matrix.",                                # 'Matrix, The' written naturally
+        "Matrix, The (1999) is a classic",                # the raw MovieLens form
+        "A sci-fi comedy would suit you.",                # 2 of 4 genres
+        "Something with children's humour",               # 1 of 4 genres
+        "Watch Toy Soldiers, an award-winning drama.",    # no title; 'war' inside 'award' is no genre
+        "",
+    ]
+    got = movielens_rule_reward(["q"] * len(completions), completions, torch.zeros(len(completions)),
+                                [meta] * len(completions))
+    assert got.tolist() == pytest.approx([1.0, 1.0, 1.0, 0.25, 0.125, 0.0, 0.0])
+    assert movielens_rule_reward(["q"], ["comedy"], torch.zeros(1), [{"heldout_titles": []}]).tolist() == [0.0]
+    with pytest.raises(KeyError, match="sample 0"):
+        movielens_rule_reward(["q"], ["x"], torch.zeros(1), [{}])
+    # registered by name, as policy.reward and the judge find it
+    assert REWARDS["movielens_rule"] is movielens_rule_reward
+    assert get_reward_fn("movielens_rule") is movielens_rule_reward

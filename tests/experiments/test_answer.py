@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_compare import _runs
+from test_compare_summary import _runs
 
 from pgrpo.experiments.compare_summary import summarize_runs
 

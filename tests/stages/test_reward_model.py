@@ -18,11 +18,13 @@ import pandas as pd
 import pytest
 import torch
 
-from pgrpo.stages.reward.reward_model import (
-    GroupRewardFn, bradley_terry_loss, load_reward_model, pairwise_accuracy,
-)
-from pgrpo.core.rewards import REWARDS, get_reward_fn, movielens_rule_reward
 from pgrpo.stages.data.schemas import DataValidationError
+from pgrpo.stages.reward.reward_model import (
+    GroupRewardFn,
+    bradley_terry_loss,
+    load_reward_model,
+    pairwise_accuracy,
+)
 from pgrpo.stages.reward.train_reward import RewardConfig, main, train_reward
 
 TOPICS = [
@@ -273,32 +275,6 @@ def test_same_seed_same_model(tmp_path, tables, trained):
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
     # ... and the seed matters (the shared fixture ran with seed 0).
     assert trained[1]["train_loss_per_epoch"] != m1["train_loss_per_epoch"]
-
-
-# --------------------------------------------------------------------------- MovieLens rule
-
-
-def test_movielens_rule_reward():
-    meta = {"heldout_titles": ["Toy Story (1995)", "Matrix, The (1999)"],
-            "liked_genres": ["Sci-Fi", "Comedy", "War", "Children's"]}
-    completions = [
-        "You should watch TOY STORY next!",               # held-out title, any case, no year
-        "Try The Matrix.",                                # 'Matrix, The' written naturally
-        "Matrix, The (1999) is a classic",                # the raw MovieLens form
-        "A sci-fi comedy would suit you.",                # 2 of 4 genres
-        "Something with children's humour",               # 1 of 4 genres
-        "Watch Toy Soldiers, an award-winning drama.",    # no title; 'war' inside 'award' is no genre
-        "",
-    ]
-    got = movielens_rule_reward(["q"] * len(completions), completions, torch.zeros(len(completions)),
-                                [meta] * len(completions))
-    assert got.tolist() == pytest.approx([1.0, 1.0, 1.0, 0.25, 0.125, 0.0, 0.0])
-    assert movielens_rule_reward(["q"], ["comedy"], torch.zeros(1), [{"heldout_titles": []}]).tolist() == [0.0]
-    with pytest.raises(KeyError, match="sample 0"):
-        movielens_rule_reward(["q"], ["x"], torch.zeros(1), [{}])
-    # Registered by name once pgrpo.stages.reward.reward_model is imported.
-    assert REWARDS["movielens_rule"] is movielens_rule_reward
-    assert get_reward_fn("movielens_rule") is movielens_rule_reward
 
 
 def check_heldout_accuracy(model, metrics: dict, tables) -> pd.DataFrame:
