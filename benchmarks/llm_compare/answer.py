@@ -27,7 +27,7 @@ from pgrpo.experiments.compare_summary import _ci  # the report's interval forma
 # Per task: its title and (preset, what the training reward is), the judge first: the clean
 # test of the estimator. The MovieLens pair was added with its pre-registration, before its runs.
 TASKS = {
-    "llm": ("the synthetic personas task",
+    "llm": ("",  # issue 25's: the README's heading as first written, no task named
             (("configs/claim_judge.yaml", ("the judge as training reward (the clean test of the "
               "estimator: no reward model to hack)")),
              ("configs/claim.yaml", ("the learned reward model (the product's default, what "
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     for preset, what in presets:
         summary, seeds = load(preset)
         summaries.append((what, summary, seeds))
-    text = render(summaries, title if args.task != "llm" else "")
+    text = render(summaries, title)
     if args.out:
         args.out.write_text(text)
     else:
